@@ -1,0 +1,76 @@
+// LogWriter is the disk writer thread doing group commit: callers enqueue records from any thread;
+// the thread takes everything queued (up to a bound), appends it to the TxnLog, makes it durable
+// with one fdatasync, then reports the highest durable zxid. Many records per fsync is where the
+// write throughput comes from.
+#ifndef CONFAB_SERVER_STORAGE_LOG_WRITER_H_
+#define CONFAB_SERVER_STORAGE_LOG_WRITER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "server/common/types.h"
+#include "server/storage/txn_log.h"
+
+namespace confab::storage {
+
+struct LogWriterStats {
+  uint64_t batches = 0;  // = fsyncs
+  uint64_t records = 0;
+  uint64_t largest_batch = 0;
+};
+
+class LogWriter {
+ public:
+  // Called on the writer thread after each fsync with the highest durable zxid and the batch
+  // size; or with the error that made the log unusable (the writer stops then: a member that
+  // cannot write its log must not acknowledge anything more).
+  using DurableCallback = std::function<void(Zxid durable, size_t batch_records)>;
+  using FailureCallback = std::function<void(const absl::Status& error)>;
+
+  static constexpr size_t kBatchRecordsMax = 4096;
+  static constexpr size_t kBatchBytesMax = 16 << 20;
+
+  LogWriter(std::unique_ptr<TxnLog> log, DurableCallback on_durable, FailureCallback on_failure);
+  ~LogWriter();  // Stop()s
+
+  // Thread-safe. Records must be enqueued in zxid order (the caller assigns zxids under the same
+  // lock it enqueues with).
+  void Enqueue(Zxid zxid, std::string payload);
+  // Blocks until everything enqueued so far is durable (or the writer failed).
+  void Flush();
+  // Flushes, then ends the thread. Idempotent.
+  void Stop();
+
+  LogWriterStats stats() const;
+  // For recovery and catch-up readers; only safe while the thread is stopped or from its callbacks.
+  TxnLog* log() { return log_.get(); }
+
+ private:
+  void Run();
+
+  std::unique_ptr<TxnLog> log_;
+  DurableCallback on_durable_;
+  FailureCallback on_failure_;
+
+  mutable absl::Mutex mu_;
+  std::vector<std::pair<Zxid, std::string>> queue_ ABSL_GUARDED_BY(mu_);
+  size_t queue_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  Zxid enqueued_ ABSL_GUARDED_BY(mu_);
+  Zxid durable_ ABSL_GUARDED_BY(mu_);
+  bool failed_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  LogWriterStats stats_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+}  // namespace confab::storage
+
+#endif  // CONFAB_SERVER_STORAGE_LOG_WRITER_H_

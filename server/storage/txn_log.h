@@ -1,0 +1,95 @@
+// TxnLog owns the append-only transaction log of one member: a directory of segment files
+// "log.<first zxid, 16 hex digits>", each a header followed by records
+//   [u32 payload length][u32 crc32 of (zxid, length, payload)][i64 zxid][payload]
+// in strictly increasing, contiguous zxid order (same epoch: counter + 1; a new epoch starts at
+// counter 1). An append that breaks contiguity is refused loudly (ZOOKEEPER-4925: never accept a
+// gap).
+//
+// Recovery on Open: a torn tail of the last segment (a short record, a record whose checksum fails
+// with nothing valid after it, or zero fill) is truncated to the last valid record and reported;
+// a bad record anywhere else is refused with an error naming the file and the offset, never
+// skipped.
+//
+// Not thread-safe: one owner (the LogWriter thread in the server, the simulator's disk model).
+// Durability: Append only buffers; Sync writes and fdatasyncs. A new segment is created with its
+// directory fsynced before any record in it is reported durable.
+#ifndef CONFAB_SERVER_STORAGE_TXN_LOG_H_
+#define CONFAB_SERVER_STORAGE_TXN_LOG_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "server/common/types.h"
+
+namespace confab::storage {
+
+struct LogOptions {
+  uint64_t segment_bytes_max = 64 << 20;  // roll to a new segment past this size
+  uint32_t record_bytes_max = 16 << 20;   // a longer length field is corruption, not a record
+};
+
+struct LogRecoveryReport {
+  uint64_t records = 0;
+  Zxid first_zxid;
+  Zxid last_zxid;
+  bool truncated_tail = false;
+  std::string truncated_file;
+  uint64_t truncated_at_offset = 0;
+  uint64_t truncated_bytes = 0;
+};
+
+class TxnLog {
+ public:
+  using RecordVisitor = std::function<absl::Status(Zxid zxid, absl::string_view payload)>;
+
+  // Opens (creating if needed) the log in `dir`, recovering as described above.
+  static absl::StatusOr<std::unique_ptr<TxnLog>> Open(const std::string& dir,
+                                                      const LogOptions& options,
+                                                      LogRecoveryReport* report);
+  ~TxnLog();
+
+  // Buffers a record. INVALID_ARGUMENT (naming both zxids) if `zxid` does not follow last_zxid()
+  // contiguously; the first record of an empty log may have any zxid with counter >= 1.
+  absl::Status Append(Zxid zxid, absl::string_view payload);
+  // Writes what is buffered and fdatasyncs; after OK every appended record is durable.
+  absl::Status Sync();
+
+  // Visits records with zxid > `after` in order. Reads what is durable or buffered.
+  absl::Status ReadAfter(Zxid after, const RecordVisitor& visit) const;
+  // Discards every record with zxid > `zxid` (ZAB TRUNC), durably.
+  absl::Status TruncateAfter(Zxid zxid);
+  // Deletes segments holding only records <= `zxid` (covered by a snapshot), keeping the segment
+  // that holds the record after `zxid`.
+  absl::Status PurgeThrough(Zxid zxid);
+
+  Zxid last_zxid() const { return last_zxid_; }  // zero when empty
+  uint64_t sync_count() const { return sync_count_; }
+
+ private:
+  struct Segment {
+    std::string path;
+    Zxid first_zxid;
+    uint64_t bytes = 0;
+  };
+  TxnLog(std::string dir, LogOptions options) : dir_(std::move(dir)), options_(options) {}
+  absl::Status OpenNewSegment(Zxid first);
+
+  std::string dir_;
+  LogOptions options_;
+  std::vector<Segment> segments_;
+  int fd_ = -1;  // the last segment, open for append
+  std::string buffer_;
+  Zxid last_zxid_;
+  uint64_t sync_count_ = 0;
+};
+
+}  // namespace confab::storage
+
+#endif  // CONFAB_SERVER_STORAGE_TXN_LOG_H_

@@ -1,0 +1,152 @@
+// DataTree owns the replicated state: the hierarchical namespace (nodes with data and stat), the
+// open sessions and the ephemeral nodes each owns, and a digest of it all. It applies committed
+// transactions in zxid order, deterministically: the same transactions give every member the
+// same tree, the same results and the same digest.
+//
+// It must never do I/O, read a clock, or lock: the caller serializes access (the server guards it
+// with one reader/writer mutex; the simulator calls it from one thread).
+//
+// Snapshots are taken without stopping writes: BeginSnapshot() pins the current state and later
+// transactions keep applying; a node changed or deleted while pinned is copied rather than
+// overwritten (as ClickHouse Keeper's snapshotable hash table), so the pinned image can be read in
+// chunks until EndSnapshot().
+#ifndef CONFAB_SERVER_TREE_DATA_TREE_H_
+#define CONFAB_SERVER_TREE_DATA_TREE_H_
+
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <string>
+#include "absl/strings/string_view.h"
+#include <utility>
+#include <vector>
+
+#include "absl/container/btree_set.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "confab/internal/txn.pb.h"
+#include "confab/v1/coordination.pb.h"
+#include "server/common/types.h"
+
+namespace confab::tree {
+
+// A change that watches may be waiting for. Produced by Apply in the order the changes happen.
+struct WatchTrigger {
+  v1::EventType type;
+  std::string path;
+  bool operator==(const WatchTrigger&) const = default;
+};
+
+struct NodeRead {
+  std::string data;
+  Stat stat;
+};
+
+struct SessionInfo {
+  SessionId id;
+  int32_t timeout_ms = 0;
+  bool operator==(const SessionInfo&) const = default;
+};
+
+struct NodeEntry {
+  std::string path;
+  Stat stat;
+  std::string data;
+  bool active = true;  // false: replaced or deleted while a snapshot pinned it
+};
+
+// The pinned image of a snapshot in progress.
+class SnapshotCursor {
+ public:
+  Zxid zxid() const { return zxid_; }
+  uint64_t digest() const { return digest_; }
+  uint64_t node_count() const { return node_count_; }
+  const std::vector<SessionInfo>& sessions() const { return sessions_; }
+
+ private:
+  friend class DataTree;
+  Zxid zxid_;
+  uint64_t digest_ = 0;
+  uint64_t node_count_ = 0;
+  uint64_t visited_ = 0;
+  std::vector<SessionInfo> sessions_;
+  std::list<NodeEntry>::const_iterator next_;
+};
+
+class DataTree {
+ public:
+  using NodeVisitor =
+      std::function<void(absl::string_view path, const Stat& stat, absl::string_view data)>;
+
+  DataTree();  // holds only the root "/"
+  DataTree(const DataTree&) = delete;
+  DataTree& operator=(const DataTree&) = delete;
+
+  // Applies the committed transaction `txn` at `zxid`, which must be above last_applied()
+  // (a broken invariant crashes with both zxids). Fills `result` with what the issuing client
+  // gets (success or the error, ordered at this zxid like every other outcome) and appends the
+  // changes watches may wait for to `triggers`. A Multi applies all of its ops or none.
+  void Apply(Zxid zxid, const internal::Txn& txn, internal::TxnResult* result,
+             std::vector<WatchTrigger>* triggers);
+
+  // Reads. NO_NODE naming the path when it does not exist.
+  absl::StatusOr<NodeRead> Get(absl::string_view path) const;
+  absl::StatusOr<Stat> GetStat(absl::string_view path) const;
+  // Child names, sorted, and the parent's stat.
+  absl::Status GetChildren(absl::string_view path, std::vector<std::string>* children,
+                           Stat* stat) const;
+
+  bool HasSession(SessionId id) const;
+  std::vector<SessionInfo> Sessions() const;  // sorted by id
+  // Paths of the ephemeral nodes `id` owns, sorted.
+  std::vector<std::string> EphemeralsOf(SessionId id) const;
+
+  Zxid last_applied() const { return last_applied_; }
+  // Sum of a 64-bit hash of every node (path, data, stat) and session, kept incrementally: equal
+  // trees have equal digests on every member.
+  uint64_t digest() const { return digest_; }
+  size_t node_count() const { return index_.size(); }
+  // Approximate bytes of node data and paths held (for metrics and memory checks).
+  size_t approximate_bytes() const { return approximate_bytes_; }
+
+  // Snapshots. At most one at a time; Begin/End and the chunks take the same external lock as
+  // Apply (chunks may share it with readers).
+  SnapshotCursor BeginSnapshot();
+  // Visits up to `max_nodes` more nodes of the pinned image; false once every node was visited.
+  bool NextSnapshotChunk(SnapshotCursor* cursor, size_t max_nodes, const NodeVisitor& visit) const;
+  void EndSnapshot();
+
+  // Recovery from a snapshot: Load* in any order into a fresh tree, then FinishLoad, which
+  // rebuilds the children and ephemeral indexes and checks the image (every parent present,
+  // num_children right, digest equal to `expected_digest`), naming what is wrong.
+  absl::Status LoadNode(absl::string_view path, const Stat& stat, absl::string_view data);
+  absl::Status LoadSession(const SessionInfo& session);
+  absl::Status FinishLoad(Zxid zxid, uint64_t expected_digest);
+
+ private:
+  struct Undo;
+  using NodeList = std::list<NodeEntry>;
+
+  // ... implementation members are private to data_tree.cc's needs.
+  const NodeEntry* Find(absl::string_view path) const;
+  // The primitives every change goes through; they keep children, ephemerals and digest right
+  // and copy-on-write while a snapshot is pinned.
+  void PutNode(absl::string_view path, const Stat& stat, std::string data);
+  void EraseNode(absl::string_view path);
+
+  NodeList nodes_;
+  absl::flat_hash_map<absl::string_view, NodeList::iterator> index_;  // keys view into nodes_
+  absl::flat_hash_map<std::string, absl::btree_set<std::string>> children_;
+  absl::flat_hash_map<SessionId, int32_t> sessions_;
+  absl::flat_hash_map<SessionId, absl::btree_set<std::string>> ephemerals_;
+  Zxid last_applied_;
+  uint64_t digest_ = 0;
+  size_t approximate_bytes_ = 0;
+  bool snapshot_pinned_ = false;
+  size_t pinned_count_ = 0;
+};
+
+}  // namespace confab::tree
+
+#endif  // CONFAB_SERVER_TREE_DATA_TREE_H_
