@@ -68,6 +68,7 @@ class LogWriter {
   bool failed_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   LogWriterStats stats_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex join_mu_;  // serializes Stop()s: one joins, the others wait for it
   std::thread thread_;
 };
 

@@ -10,11 +10,11 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "server/common/types.h"
 #include "server/tree/data_tree.h"
 
@@ -33,6 +33,7 @@ class SnapshotWriter {
 
  private:
   SnapshotWriter() = default;
+  // Appends to the file through the buffer, adding to the running crc.
   absl::Status Write(absl::string_view bytes);
   absl::Status FlushBuffer();
 
@@ -40,11 +41,13 @@ class SnapshotWriter {
   std::string tmp_path_;
   std::string final_path_;
   int fd_ = -1;
+  uint64_t offset_ = 0;  // bytes written to the file so far
   std::string buffer_;
   uint32_t crc_ = 0;
   uint64_t sessions_ = 0;
   uint64_t nodes_ = 0;
   bool committed_ = false;
+  absl::Status error_;  // the first failure; the file is incomplete after it
 };
 
 struct SnapshotInfo {

@@ -21,11 +21,12 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "server/common/types.h"
 
 namespace confab::storage {
@@ -76,18 +77,31 @@ class TxnLog {
   struct Segment {
     std::string path;
     Zxid first_zxid;
-    uint64_t bytes = 0;
+    Zxid last_zxid;      // of its last durable record
+    uint64_t bytes = 0;  // durable length: the header and whole records
   };
+  // Visits every record of a durable segment with the file offset just past it.
+  using SegmentVisitor =
+      std::function<absl::Status(Zxid zxid, absl::string_view payload, uint64_t end_offset)>;
+
   TxnLog(std::string dir, LogOptions options) : dir_(std::move(dir)), options_(options) {}
+  absl::Status Recover(LogRecoveryReport* report);
   absl::Status OpenNewSegment(Zxid first);
+  absl::Status ReadSegment(const Segment& segment, const SegmentVisitor& visit) const;
+  absl::Status RemoveSegmentFile(const std::string& path);
+  // Records the first failure to change the files: after it their state is unknown (a failed
+  // fdatasync may have dropped the dirty pages), so every later change is refused with it.
+  absl::Status Fail(absl::Status error);
 
   std::string dir_;
   LogOptions options_;
   std::vector<Segment> segments_;
   int fd_ = -1;  // the last segment, open for append
   std::string buffer_;
+  Zxid buffer_first_zxid_;  // of the first record in buffer_
   Zxid last_zxid_;
   uint64_t sync_count_ = 0;
+  absl::Status broken_;
 };
 
 }  // namespace confab::storage

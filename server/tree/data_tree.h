@@ -16,8 +16,8 @@
 #include <cstdint>
 #include <functional>
 #include <list>
+#include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <utility>
 #include <vector>
 
@@ -25,6 +25,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "confab/internal/txn.pb.h"
 #include "confab/v1/coordination.pb.h"
 #include "server/common/types.h"
@@ -54,6 +55,9 @@ struct NodeEntry {
   Stat stat;
   std::string data;
   bool active = true;  // false: replaced or deleted while a snapshot pinned it
+  // The snapshot generation the entry was made in: entries older than the pinned generation
+  // belong to the pinned image and are copied, never changed in place; newer ones are not.
+  uint64_t generation = 0;
 };
 
 // The pinned image of a snapshot in progress.
@@ -70,6 +74,7 @@ class SnapshotCursor {
   uint64_t digest_ = 0;
   uint64_t node_count_ = 0;
   uint64_t visited_ = 0;
+  uint64_t generation_ = 0;  // of the pin this cursor reads; checked on every chunk
   std::vector<SessionInfo> sessions_;
   std::list<NodeEntry>::const_iterator next_;
 };
@@ -113,7 +118,8 @@ class DataTree {
   // Snapshots. At most one at a time; Begin/End and the chunks take the same external lock as
   // Apply (chunks may share it with readers).
   SnapshotCursor BeginSnapshot();
-  // Visits up to `max_nodes` more nodes of the pinned image; false once every node was visited.
+  // Visits up to `max_nodes` more nodes of the pinned image; false once every node was visited
+  // (the call that visits the last nodes already returns false).
   bool NextSnapshotChunk(SnapshotCursor* cursor, size_t max_nodes, const NodeVisitor& visit) const;
   void EndSnapshot();
 
@@ -125,26 +131,63 @@ class DataTree {
   absl::Status FinishLoad(Zxid zxid, uint64_t expected_digest);
 
  private:
-  struct Undo;
+  struct Undo;  // the state of one path before a Multi changed it
+  using UndoLog = std::vector<Undo>;
   using NodeList = std::list<NodeEntry>;
 
-  // ... implementation members are private to data_tree.cc's needs.
+  // The ops. Each checks everything before it changes anything, so a failed op changed nothing;
+  // `undo` (null outside a Multi) records what a successful one changed.
+  absl::Status ApplyCreate(Zxid zxid, const internal::Txn& txn, const v1::CreateRequest& request,
+                           v1::CreateResponse* response, std::vector<WatchTrigger>* triggers,
+                           UndoLog* undo);
+  absl::Status ApplySet(Zxid zxid, const internal::Txn& txn, const v1::SetRequest& request,
+                        v1::SetResponse* response, std::vector<WatchTrigger>* triggers,
+                        UndoLog* undo);
+  absl::Status ApplyDelete(Zxid zxid, const v1::DeleteRequest& request,
+                           v1::DeleteResponse* response, std::vector<WatchTrigger>* triggers,
+                           UndoLog* undo);
+  absl::Status ApplyCheck(const v1::CheckRequest& request) const;
+  absl::Status ApplyOp(Zxid zxid, const internal::Txn& txn, const v1::Op& op, v1::OpResult* result,
+                       std::vector<WatchTrigger>* triggers, UndoLog* undo);
+  void ApplyMulti(Zxid zxid, const internal::Txn& txn, const v1::MultiRequest& request,
+                  internal::TxnResult* result, std::vector<WatchTrigger>* triggers);
+  absl::Status ApplyCreateSession(const internal::CreateSessionTxn& request);
+  absl::Status ApplyCloseSession(Zxid zxid, const internal::CloseSessionTxn& request,
+                                 std::vector<WatchTrigger>* triggers);
+  // Deletes `path` (which exists and has no children) and updates its parent.
+  void DeleteNode(Zxid zxid, absl::string_view path, std::vector<WatchTrigger>* triggers,
+                  UndoLog* undo);
+
   const NodeEntry* Find(absl::string_view path) const;
-  // The primitives every change goes through; they keep children, ephemerals and digest right
-  // and copy-on-write while a snapshot is pinned.
-  void PutNode(absl::string_view path, const Stat& stat, std::string data);
+  // Write/Remove record the previous state in `undo` (if not null), then call the primitives.
+  void Write(absl::string_view path, const Stat& stat, std::optional<std::string> data,
+             UndoLog* undo);
+  void Remove(absl::string_view path, UndoLog* undo);
+  void Rollback(UndoLog* undo);
+  // The primitives every change goes through; they keep children, ephemerals, digest and
+  // approximate_bytes right and copy-on-write while a snapshot is pinned. `data` nullopt keeps
+  // the data of the existing node (a stat-only change need not copy it).
+  void PutNode(absl::string_view path, const Stat& stat, std::optional<std::string> data);
   void EraseNode(absl::string_view path);
+  void PutSession(SessionId id, int32_t timeout_ms);
+  void EraseSession(SessionId id);
+  bool IsPinned(const NodeEntry& entry) const;
+  uint64_t ComputeDigest() const;  // from scratch, to check the incremental one
 
   NodeList nodes_;
   absl::flat_hash_map<absl::string_view, NodeList::iterator> index_;  // keys view into nodes_
-  absl::flat_hash_map<std::string, absl::btree_set<std::string>> children_;
+  absl::flat_hash_map<std::string, absl::btree_set<std::string>> children_;  // only non-empty
   absl::flat_hash_map<SessionId, int32_t> sessions_;
-  absl::flat_hash_map<SessionId, absl::btree_set<std::string>> ephemerals_;
+  absl::flat_hash_map<SessionId, absl::btree_set<std::string>> ephemerals_;  // only non-empty
   Zxid last_applied_;
   uint64_t digest_ = 0;
   size_t approximate_bytes_ = 0;
   bool snapshot_pinned_ = false;
   size_t pinned_count_ = 0;
+  uint64_t generation_ = 0;  // incremented by BeginSnapshot
+  // Inactive entries kept for the pinned image, erased by EndSnapshot. At most one per pinned
+  // entry: a copy made while pinned is newer than the pin and is changed in place.
+  std::vector<NodeList::iterator> retired_;
 };
 
 }  // namespace confab::tree

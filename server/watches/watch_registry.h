@@ -15,12 +15,12 @@
 
 #include <cstddef>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/string_view.h"
 #include "confab/v1/coordination.pb.h"
 #include "server/common/types.h"
 #include "server/tree/data_tree.h"

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# dev.sh — install what is missing (Debian 12 packages), build, and run Confab.
+#   ./dev.sh demo    build, start a standalone confabd on ./default.confab, show it working, stop it
+#   ./dev.sh test    build (plus an ASan+UBSan build of the unit tests) and run every test via ctest
+#   ./dev.sh build   just install and build
+# Builds use ninja and ccache; build trees are build/ and build-asan/.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(cmake ninja-build g++ ccache pkg-config libgrpc++-dev protobuf-compiler-grpc
+  libprotobuf-dev protobuf-compiler libabsl-dev nlohmann-json3-dev libspdlog-dev libxxhash-dev
+  zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev clang-format)
+
+install_missing() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "dev.sh: installing ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
+  fi
+}
+
+build() {  # build DIR TARGET [cmake args...]
+  local dir=$1 target=$2; shift 2
+  export CCACHE_BASEDIR="$PWD"
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  ninja -C "$dir" "$target"
+}
+
+demo() {
+  build build all
+  local log=build/demo-confabd.log
+  echo "dev.sh: starting confabd on ./default.confab (log: $log)"
+  build/server/confabd --data-dir=default.confab --listen=127.0.0.1:2281 >"$log" 2>&1 &
+  local pid=$!
+  trap 'kill -TERM $pid 2>/dev/null || true' EXIT
+  for _ in $(seq 100); do
+    grep -q "listening on" "$log" && break
+    kill -0 $pid 2>/dev/null || { cat "$log"; exit 1; }
+    sleep 0.1
+  done
+  build/samples/quickstart --endpoint=127.0.0.1:2281
+  kill -TERM $pid
+  wait $pid
+  trap - EXIT
+  echo "dev.sh: confabd stopped cleanly; its log:"
+  sed 's/^/  /' "$log"
+}
+
+run_tests() {
+  build build all
+  ctest --test-dir build --output-on-failure --timeout 600 -j2
+  # Unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
+  build build-asan unit_tests -DCONFAB_SANITIZE=address,undefined
+  ctest --test-dir build-asan --output-on-failure -L unit -j2
+}
+
+install_missing
+case "${1:-}" in
+  demo) demo ;;
+  test) run_tests ;;
+  build) build build all ;;
+  *) echo "usage: ./dev.sh demo|test|build" >&2; exit 2 ;;
+esac

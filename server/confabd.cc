@@ -1,0 +1,188 @@
+// confabd: flags, wiring, signals. Nothing else lives here.
+#include <signal.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/config/json_config.h"
+#include "server/pipeline/replica.h"
+#include "server/rpc/coordination_service.h"
+#include "server/storage/durable_file.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, config, "", "Optional JSON config file: an object of flag names to values; "
+                                   "flags on the command line override it");
+ABSL_FLAG(std::string, data_dir, "default.confab",
+          "Data directory (transaction log, snapshots, epochs). Created if missing; one confabd "
+          "per directory");
+ABSL_FLAG(std::string, listen, "127.0.0.1:2281",
+          "Client address host:port (port 0 picks a free one; the address taken is written to "
+          "<data-dir>/ADDRESS)");
+ABSL_FLAG(int32_t, session_timeout_min_ms, 2000, "Smallest session timeout granted");
+ABSL_FLAG(int32_t, session_timeout_max_ms, 60000, "Largest session timeout granted");
+ABSL_FLAG(int32_t, tick_ms, 100, "Session expiry granularity");
+ABSL_FLAG(uint64_t, snapshot_every_txns, 100000,
+          "Write a snapshot after this many transactions (0: never)");
+ABSL_FLAG(uint32_t, snapshots_kept, 3, "Snapshots kept on disk (the log is kept from the oldest)");
+ABSL_FLAG(uint64_t, max_data_bytes, 1 << 20, "Largest data of one node, in bytes");
+ABSL_FLAG(uint64_t, max_txn_bytes, 4 << 20, "Largest transaction (e.g. a Multi), in bytes");
+ABSL_FLAG(std::string, log_level, "info", "Log level: trace, debug, info, warn, error");
+
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+
+// A clear message and a non-zero exit, never a crash, for anything the operator can fix.
+[[noreturn]] void Fail(const std::string& message) {
+  spdlog::critical("{}", message);
+  spdlog::shutdown();
+  std::exit(1);
+}
+
+absl::Status CheckFlags() {
+  auto bad = [](const std::string& what) { return absl::InvalidArgumentError(what); };
+  if (absl::GetFlag(FLAGS_data_dir).empty()) return bad("--data-dir must not be empty");
+  if (absl::GetFlag(FLAGS_session_timeout_min_ms) <= 0) {
+    return bad("--session-timeout-min-ms must be positive");
+  }
+  if (absl::GetFlag(FLAGS_session_timeout_max_ms) < absl::GetFlag(FLAGS_session_timeout_min_ms)) {
+    return bad(absl::StrCat("--session-timeout-max-ms (", absl::GetFlag(FLAGS_session_timeout_max_ms),
+                            ") is below --session-timeout-min-ms (",
+                            absl::GetFlag(FLAGS_session_timeout_min_ms), ")"));
+  }
+  if (absl::GetFlag(FLAGS_tick_ms) <= 0) return bad("--tick-ms must be positive");
+  if (absl::GetFlag(FLAGS_max_data_bytes) == 0 ||
+      absl::GetFlag(FLAGS_max_data_bytes) > (64u << 20)) {
+    return bad("--max-data-bytes must be between 1 and 67108864");
+  }
+  if (absl::GetFlag(FLAGS_max_txn_bytes) < absl::GetFlag(FLAGS_max_data_bytes) ||
+      absl::GetFlag(FLAGS_max_txn_bytes) > (256u << 20)) {
+    return bad("--max-txn-bytes must be at least --max-data-bytes and at most 268435456");
+  }
+  if (absl::GetFlag(FLAGS_snapshots_kept) == 0) return bad("--snapshots-kept must be at least 1");
+  if (spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)) == spdlog::level::off &&
+      absl::GetFlag(FLAGS_log_level) != "off") {
+    return bad(absl::StrCat("--log-level: unknown level \"", absl::GetFlag(FLAGS_log_level), "\""));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Signals are taken by sigwait in the main thread; block them before any thread exists.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto logger = spdlog::stderr_color_mt("confabd");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+
+  absl::SetProgramUsageMessage(
+      "confabd: the Confab coordination server.\n"
+      "  confabd [--data-dir DIR] [--listen HOST:PORT] [--config FILE.json] ...\n"
+      "Standalone by default (an ensemble of one) on ./default.confab.");
+  absl::FlagsUsageConfig usage;
+  usage.version_string = [] { return absl::StrCat("confabd ", kVersion, "\n"); };
+  usage.normalize_filename = [](absl::string_view f) { return std::string(f); };
+  absl::SetFlagsUsageConfig(usage);
+
+  if (std::string config = confab::config::FindConfigFlag(argc, argv); !config.empty()) {
+    if (auto status = confab::config::ApplyJsonConfig(config); !status.ok()) {
+      Fail(std::string(status.message()));
+    }
+  }
+  absl::ParseCommandLine(argc, argv);
+  if (auto status = CheckFlags(); !status.ok()) Fail(std::string(status.message()));
+  spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
+
+  confab::pipeline::ReplicaOptions options;
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.session_timeout_min_ms = absl::GetFlag(FLAGS_session_timeout_min_ms);
+  options.session_timeout_max_ms = absl::GetFlag(FLAGS_session_timeout_max_ms);
+  options.tick_ms = absl::GetFlag(FLAGS_tick_ms);
+  options.snapshot_every_txns = absl::GetFlag(FLAGS_snapshot_every_txns);
+  options.snapshots_kept = absl::GetFlag(FLAGS_snapshots_kept);
+  options.limits.data_bytes_max = absl::GetFlag(FLAGS_max_data_bytes);
+  options.limits.txn_bytes_max = absl::GetFlag(FLAGS_max_txn_bytes);
+
+  spdlog::info("confabd {} starting: data dir {}", kVersion, options.data_dir);
+  auto replica = confab::pipeline::Replica::Open(options);
+  if (!replica.ok()) {
+    Fail(absl::StrCat("cannot start on data dir ", options.data_dir, ": ",
+                      replica.status().message()));
+  }
+  const confab::pipeline::RecoveryInfo& recovery = (*replica)->recovery();
+  for (const std::string& warning : recovery.warnings) spdlog::warn("{}", warning);
+  if (recovery.log.truncated_tail) {
+    spdlog::warn("log {}: truncated a torn tail of {} bytes at offset {}",
+                 recovery.log.truncated_file, recovery.log.truncated_bytes,
+                 recovery.log.truncated_at_offset);
+  }
+  spdlog::info("recovered the state at zxid {} (snapshot: {}; {} log records replayed) in {} ms; "
+               "this run is epoch {}",
+               recovery.last_zxid.ToString(),
+               recovery.snapshot_path.empty() ? std::string("none") : recovery.snapshot_path,
+               recovery.log_records_replayed, recovery.duration_ms, recovery.epoch);
+
+  confab::rpc::CoordinationService service(replica->get());
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  std::string listen = absl::GetFlag(FLAGS_listen);
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  int message_max = static_cast<int>(options.limits.txn_bytes_max + (1 << 20));
+  builder.SetMaxReceiveMessageSize(message_max);
+  builder.SetMaxSendMessageSize(message_max);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    Fail(absl::StrCat("cannot listen on ", listen, " (address in use or not valid?)"));
+  }
+  std::string address = absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
+  if (auto status = confab::storage::WriteFileDurably(options.data_dir + "/ADDRESS", address + "\n");
+      !status.ok()) {
+    Fail(std::string(status.message()));
+  }
+  spdlog::info("listening on {}", address);
+
+  int exit_code = 0;
+  for (;;) {
+    timespec wait{1, 0};
+    int sig = sigtimedwait(&signals, nullptr, &wait);
+    if (sig == SIGTERM || sig == SIGINT) {
+      spdlog::info("received {}; draining in-flight requests", strsignal(sig));
+      break;
+    }
+    if (absl::Status health = (*replica)->health(); !health.ok()) {
+      spdlog::critical("stopping: {}", health.ToString());
+      exit_code = 1;
+      break;
+    }
+  }
+  service.CloseAllStreams();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  (*replica)->Shutdown();
+  confab::pipeline::Replica::Stats stats = (*replica)->stats();
+  spdlog::info("stopped at zxid {}: {} writes in {} fsyncs", stats.last_applied.ToString(),
+               stats.log.records, stats.log.batches);
+  spdlog::shutdown();
+  return exit_code;
+}

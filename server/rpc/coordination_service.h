@@ -1,0 +1,66 @@
+// The confab.v1.Coordination gRPC service (callback API): unary calls and the Session stream,
+// translated onto the Replica. This is the edge where absl::Status errors become a gRPC status
+// plus the "confab-error-code" trailer (unary) or an in-band confab.v1.Error (stream).
+//
+// It owns no replicated state; it must never block a gRPC thread on disk or on another request.
+#ifndef CONFAB_SERVER_RPC_COORDINATION_SERVICE_H_
+#define CONFAB_SERVER_RPC_COORDINATION_SERVICE_H_
+
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "confab/v1/coordination.grpc.pb.h"
+#include "server/pipeline/replica.h"
+
+namespace confab::rpc {
+
+class StreamState;
+
+class CoordinationService final : public v1::Coordination::CallbackService {
+ public:
+  explicit CoordinationService(pipeline::Replica* replica) : replica_(replica) {}
+
+  grpc::ServerUnaryReactor* Create(grpc::CallbackServerContext* context,
+                                   const v1::CreateRequest* request,
+                                   v1::CreateResponse* response) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context,
+                                const v1::GetRequest* request, v1::GetResponse* response) override;
+  grpc::ServerUnaryReactor* Set(grpc::CallbackServerContext* context,
+                                const v1::SetRequest* request, v1::SetResponse* response) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* context,
+                                   const v1::DeleteRequest* request,
+                                   v1::DeleteResponse* response) override;
+  grpc::ServerUnaryReactor* Exists(grpc::CallbackServerContext* context,
+                                   const v1::ExistsRequest* request,
+                                   v1::ExistsResponse* response) override;
+  grpc::ServerUnaryReactor* GetChildren(grpc::CallbackServerContext* context,
+                                        const v1::GetChildrenRequest* request,
+                                        v1::GetChildrenResponse* response) override;
+  grpc::ServerUnaryReactor* Multi(grpc::CallbackServerContext* context,
+                                  const v1::MultiRequest* request,
+                                  v1::MultiResponse* response) override;
+  grpc::ServerUnaryReactor* Sync(grpc::CallbackServerContext* context,
+                                 const v1::SyncRequest* request,
+                                 v1::SyncResponse* response) override;
+  grpc::ServerBidiReactor<v1::ClientMessage, v1::ServerMessage>* Session(
+      grpc::CallbackServerContext* context) override;
+
+  // Ends every open Session stream with UNAVAILABLE (their sessions live on until they expire, so
+  // clients can resume them elsewhere). Called on shutdown, before the gRPC server stops.
+  void CloseAllStreams();
+
+ private:
+  friend class StreamState;
+  void Forget(StreamState* stream);
+
+  pipeline::Replica* replica_;
+  absl::Mutex streams_mu_;
+  absl::flat_hash_set<std::shared_ptr<StreamState>> streams_ ABSL_GUARDED_BY(streams_mu_);
+  bool closing_ ABSL_GUARDED_BY(streams_mu_) = false;
+};
+
+}  // namespace confab::rpc
+
+#endif  // CONFAB_SERVER_RPC_COORDINATION_SERVICE_H_
