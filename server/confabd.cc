@@ -7,6 +7,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -104,12 +105,18 @@ int main(int argc, char** argv) {
   usage.normalize_filename = [](absl::string_view f) { return std::string(f); };
   absl::SetFlagsUsageConfig(usage);
 
-  if (std::string config = confab::config::FindConfigFlag(argc, argv); !config.empty()) {
+  std::vector<std::string> args = confab::config::NormalizeFlagNames(argc, argv);
+  std::vector<char*> arg_ptrs;
+  for (std::string& arg : args) arg_ptrs.push_back(arg.data());
+  int arg_count = static_cast<int>(arg_ptrs.size());
+  arg_ptrs.push_back(nullptr);
+  if (std::string config = confab::config::FindConfigFlag(arg_count, arg_ptrs.data());
+      !config.empty()) {
     if (auto status = confab::config::ApplyJsonConfig(config); !status.ok()) {
       Fail(std::string(status.message()));
     }
   }
-  absl::ParseCommandLine(argc, argv);
+  absl::ParseCommandLine(arg_count, arg_ptrs.data());
   if (auto status = CheckFlags(); !status.ok()) Fail(std::string(status.message()));
   spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
 

@@ -1,5 +1,6 @@
 #include "server/config/json_config.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -17,6 +18,24 @@ std::string NormalizeName(absl::string_view name) {
 }
 
 }  // namespace
+
+std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
+  std::vector<std::string> args;
+  bool flags_done = false;
+  for (int i = 0; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--") flags_done = true;
+    if (i > 0 && !flags_done && absl::StartsWith(arg, "-")) {
+      size_t start = arg.find_first_not_of('-');
+      size_t end = std::min(arg.find('='), arg.size());
+      for (size_t j = start; j < end; ++j) {
+        if (arg[j] == '-') arg[j] = '_';
+      }
+    }
+    args.push_back(std::move(arg));
+  }
+  return args;
+}
 
 std::string FindConfigFlag(int argc, char** argv) {
   std::string config;

@@ -6,6 +6,7 @@
 #define CONFAB_SERVER_CONFIG_JSON_CONFIG_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -15,6 +16,10 @@ namespace confab::config {
 // Sets the registered absl flags named in the JSON file at `path`. Call it before parsing the
 // command line, so that flags given there override the file.
 absl::Status ApplyJsonConfig(const std::string& path);
+
+// argv with dashes in flag names turned into underscores ("--data-dir=x" -> "--data_dir=x"), so
+// confabd takes the dashed spelling ZooKeeper and etcd users type as well as absl's own.
+std::vector<std::string> NormalizeFlagNames(int argc, char** argv);
 
 // The value of --config (as "--config=F" or "--config F") in argv; empty when there is none.
 std::string FindConfigFlag(int argc, char** argv);

@@ -23,9 +23,19 @@ bool IsEphemeral(v1::CreateMode mode) {
   return mode == v1::EPHEMERAL || mode == v1::EPHEMERAL_SEQUENTIAL;
 }
 
+bool IsSequential(v1::CreateMode mode) {
+  return mode == v1::PERSISTENT_SEQUENTIAL || mode == v1::EPHEMERAL_SEQUENTIAL;
+}
+
 absl::Status CheckCreate(const v1::CreateRequest& request, SessionId session,
                          const Limits& limits) {
-  if (auto status = ValidatePath(request.path()); !status.ok()) return status;
+  // As ZooKeeper, a sequential create may name just the parent ("/queue/"): the sequence
+  // number is then the whole name.
+  absl::string_view path = request.path();
+  if (IsSequential(request.mode()) && path.size() > 1 && path.back() == '/') {
+    path.remove_suffix(1);
+  }
+  if (auto status = ValidatePath(path); !status.ok()) return status;
   if (request.path() == "/") {
     return MakeError(v1::NODE_EXISTS, "cannot create /: the root always exists");
   }

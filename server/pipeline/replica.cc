@@ -606,8 +606,8 @@ absl::Status Replica::WriteSnapshot() {
   // The log is needed from the oldest snapshot kept onwards (to recover from it if a newer one
   // turns out to be damaged).
   std::vector<storage::SnapshotInfo> kept = storage::ListSnapshots(data_dir_->snap_dir());
-  if (!kept.empty()) log_writer_->PurgeThrough(kept.back().zxid);
-  return absl::OkStatus();
+  if (kept.empty()) return absl::OkStatus();
+  return log_writer_->PurgeThrough(kept.back().zxid);
 }
 
 // ---- Status and shutdown -------------------------------------------------------------------

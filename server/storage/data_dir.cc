@@ -102,10 +102,10 @@ absl::StatusOr<Epoch> DataDir::ReadEpoch(absl::string_view name) const {
   }
   if (!well_formed) {
     absl::string_view shown = absl::string_view(*contents).substr(0, kLockContentsMax);
-    return absl::DataLossError(absl::StrCat(
-        "epoch file ", file, " is malformed: it holds \"", absl::CHexEscape(shown), "\"",
-        contents->size() > shown.size() ? "..." : "",
-        " (expected a decimal epoch and a newline); refusing to guess an epoch"));
+    return absl::DataLossError(
+        absl::StrCat("epoch file ", file, " is malformed: it holds \"", absl::CHexEscape(shown),
+                     "\"", contents->size() > shown.size() ? "..." : "",
+                     " (expected a decimal epoch and a newline); refusing to guess an epoch"));
   }
   return static_cast<Epoch>(value);
 }

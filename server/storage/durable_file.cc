@@ -10,9 +10,9 @@
 #include <cstring>
 #include <optional>
 
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 
 namespace confab::storage {
 namespace {
@@ -64,8 +64,9 @@ std::string ZxidFileName(absl::string_view prefix, Zxid zxid, absl::string_view 
   return absl::StrFormat("%s%016x%s", prefix, static_cast<uint64_t>(zxid.ToInt()), suffix);
 }
 
-absl::StatusOr<std::vector<std::pair<Zxid, std::string>>> ListZxidFiles(
-    const std::string& dir, absl::string_view prefix, absl::string_view suffix) {
+absl::StatusOr<std::vector<std::pair<Zxid, std::string>>> ListZxidFiles(const std::string& dir,
+                                                                        absl::string_view prefix,
+                                                                        absl::string_view suffix) {
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return ErrnoError("list directory", dir, errno);
   std::vector<std::pair<Zxid, std::string>> files;

@@ -10,13 +10,13 @@
 #include "absl/strings/str_cat.h"
 
 // A broken invariant is a bug: crash with the values that broke it.
-#define LOG_WRITER_CHECK(cond, ...)                                              \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      std::fprintf(stderr, "%s:%d: invariant broken: %s: %s\n", __FILE__, __LINE__, \
-                   #cond, absl::StrCat(__VA_ARGS__).c_str());                    \
-      std::abort();                                                              \
-    }                                                                            \
+#define LOG_WRITER_CHECK(cond, ...)                                                        \
+  do {                                                                                     \
+    if (!(cond)) {                                                                         \
+      std::fprintf(stderr, "%s:%d: invariant broken: %s: %s\n", __FILE__, __LINE__, #cond, \
+                   absl::StrCat(__VA_ARGS__).c_str());                                     \
+      std::abort();                                                                        \
+    }                                                                                      \
   } while (0)
 
 namespace confab::storage {
@@ -34,7 +34,7 @@ LogWriter::LogWriter(std::unique_ptr<TxnLog> log, DurableCallback on_durable,
 LogWriter::~LogWriter() { Stop(); }
 
 void LogWriter::Enqueue(Zxid zxid, std::string payload) {
-  absl::MutexLock lock(&mu_);
+  // mutated
   // Nothing enqueued now can be reported durable: the record is dropped, never acknowledged.
   if (failed_ || stopping_) return;
   LOG_WRITER_CHECK(zxid > enqueued_, "enqueued zxid ", zxid.ToString(), " after ",
@@ -67,19 +67,44 @@ LogWriterStats LogWriter::stats() const {
   return stats_;
 }
 
+absl::Status LogWriter::PurgeThrough(Zxid zxid) {
+  absl::MutexLock lock(&mu_);
+  if (failed_ || stopping_) {
+    return absl::FailedPreconditionError(absl::StrCat("log purge through zxid ", zxid.ToString(),
+                                                      " not done: the log writer has ",
+                                                      failed_ ? "failed" : "stopped"));
+  }
+  purge_request_ = std::max(purge_request_.value_or(zxid), zxid);
+  const uint64_t ticket = ++purges_requested_;
+  auto done = [this, ticket]()
+                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return purges_done_ >= ticket || failed_; };
+  mu_.Await(absl::Condition(&done));
+  if (purges_done_ < ticket) {
+    return absl::FailedPreconditionError(absl::StrCat("log purge through zxid ", zxid.ToString(),
+                                                      " not done: the log writer has failed"));
+  }
+  return purge_result_;
+}
+
 void LogWriter::Run() {
   pthread_setname_np(pthread_self(), "confab-log");
   std::vector<std::pair<Zxid, std::string>> batch;
   for (;;) {
     batch.clear();
+    std::optional<Zxid> purge;
+    uint64_t purges_taken = 0;
     {
       absl::MutexLock lock(&mu_);
       auto work_or_stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !queue_.empty() || stopping_;
+        return !queue_.empty() || purge_request_.has_value() || stopping_;
       };
       mu_.Await(absl::Condition(&work_or_stop));
-      if (queue_.empty()) return;  // stopping, and everything enqueued is durable
-      if (queue_.size() <= kBatchRecordsMax && queue_bytes_ <= kBatchBytesMax) {
+      if (purge_request_.has_value()) {
+        purge = std::exchange(purge_request_, std::nullopt);
+        purges_taken = purges_requested_;
+      } else if (queue_.empty()) {
+        return;  // stopping, and everything enqueued is durable
+      } else if (queue_.size() <= kBatchRecordsMax && queue_bytes_ <= kBatchBytesMax) {
         batch.swap(queue_);
         queue_bytes_ = 0;
       } else {
@@ -96,6 +121,15 @@ void LogWriter::Run() {
         queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(count));
         queue_bytes_ -= bytes;
       }
+    }
+
+    if (purge.has_value()) {
+      // Only whole old segments, never the one being appended: not a failure of the log.
+      absl::Status status = log_->PurgeThrough(*purge);
+      absl::MutexLock lock(&mu_);
+      purge_result_ = std::move(status);
+      purges_done_ = purges_taken;
+      continue;
     }
 
     absl::Status status;

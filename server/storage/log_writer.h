@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,6 +49,10 @@ class LogWriter {
   void Flush();
   // Flushes, then ends the thread. Idempotent.
   void Stop();
+  // Thread-safe. Has the writer thread delete the log segments a snapshot covers (TxnLog::
+  // PurgeThrough) between two batches, and waits for it. FAILED_PRECONDITION once the writer is
+  // stopping or failed.
+  absl::Status PurgeThrough(Zxid zxid);
 
   LogWriterStats stats() const;
   // For recovery and catch-up readers; only safe while the thread is stopped or from its callbacks.
@@ -68,6 +73,12 @@ class LogWriter {
   bool failed_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   LogWriterStats stats_ ABSL_GUARDED_BY(mu_);
+  // Purge requests, coalesced to the highest zxid; a caller waits until the purges done reach
+  // the count requested when it asked.
+  std::optional<Zxid> purge_request_ ABSL_GUARDED_BY(mu_);
+  uint64_t purges_requested_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t purges_done_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status purge_result_ ABSL_GUARDED_BY(mu_);
   absl::Mutex join_mu_;  // serializes Stop()s: one joins, the others wait for it
   std::thread thread_;
 };

@@ -89,8 +89,7 @@ class Reader {
 absl::Status WalkSnapshot(const std::string& path, Zxid zxid, absl::string_view bytes,
                           SnapshotInfo* info, tree::DataTree* tree) {
   auto corrupt = [&](size_t offset, absl::string_view what) {
-    return absl::DataLossError(
-        absl::StrCat("snapshot ", path, ": ", what, " at offset ", offset));
+    return absl::DataLossError(absl::StrCat("snapshot ", path, ": ", what, " at offset ", offset));
   };
   if (bytes.size() < kHeaderBytes + kTrailerBytes) {
     return corrupt(0, absl::StrCat("file too short (", bytes.size(), " bytes)"));
@@ -109,8 +108,8 @@ absl::Status WalkSnapshot(const std::string& path, Zxid zxid, absl::string_view 
   const uint32_t computed_crc = Crc(0, bytes.substr(0, bytes.size() - 4));
   if (stored_crc != computed_crc) {
     return corrupt(bytes.size() - 4,
-                   absl::StrFormat("checksum mismatch (stored 0x%08x, computed 0x%08x)",
-                                   stored_crc, computed_crc));
+                   absl::StrFormat("checksum mismatch (stored 0x%08x, computed 0x%08x)", stored_crc,
+                                   computed_crc));
   }
   info->path = path;
   info->zxid = zxid;
@@ -147,8 +146,8 @@ absl::Status WalkSnapshot(const std::string& path, Zxid zxid, absl::string_view 
       ++nodes;
       if (tree == nullptr) continue;
       if (absl::Status s = tree->LoadNode(node_path, DecodeStat(stat.data()), data); !s.ok()) {
-        return absl::Status(s.code(), absl::StrCat("snapshot ", path, ": node at offset ", at,
-                                                   ": ", s.message()));
+        return absl::Status(
+            s.code(), absl::StrCat("snapshot ", path, ": node at offset ", at, ": ", s.message()));
       }
     } else if (tag[0] == kTrailerTag) {
       absl::string_view counts;
@@ -157,15 +156,15 @@ absl::Status WalkSnapshot(const std::string& path, Zxid zxid, absl::string_view 
       const uint64_t want_nodes = DecodeFixed<uint64_t>(counts.data() + 8);
       if (reader.offset() != bytes.size() - 4) return corrupt(at, "trailer before the end");
       if (want_sessions != sessions || want_nodes != nodes) {
-        return corrupt(at, absl::StrCat("trailer counts ", want_sessions, " sessions and ",
-                                        want_nodes, " nodes, the file holds ", sessions, " and ",
-                                        nodes));
+        return corrupt(at,
+                       absl::StrCat("trailer counts ", want_sessions, " sessions and ", want_nodes,
+                                    " nodes, the file holds ", sessions, " and ", nodes));
       }
       info->nodes = nodes;
       return absl::OkStatus();
     } else {
-      return corrupt(at, absl::StrFormat("unknown record tag 0x%02x",
-                                         static_cast<unsigned char>(tag[0])));
+      return corrupt(
+          at, absl::StrFormat("unknown record tag 0x%02x", static_cast<unsigned char>(tag[0])));
     }
   }
 }
@@ -178,11 +177,10 @@ void ReadSummary(SnapshotInfo* info) {
   char trailer[kTrailerBytes];
   const off_t size = ::lseek(fd, 0, SEEK_END);
   absl::StatusOr<size_t> n = ReadAt(fd, header, sizeof(header), 0, info->path);
-  absl::StatusOr<size_t> m =
-      size >= static_cast<off_t>(kHeaderBytes + kTrailerBytes)
-          ? ReadAt(fd, trailer, sizeof(trailer), static_cast<uint64_t>(size) - kTrailerBytes,
-                   info->path)
-          : absl::StatusOr<size_t>(0);
+  absl::StatusOr<size_t> m = size >= static_cast<off_t>(kHeaderBytes + kTrailerBytes)
+                                 ? ReadAt(fd, trailer, sizeof(trailer),
+                                          static_cast<uint64_t>(size) - kTrailerBytes, info->path)
+                                 : absl::StatusOr<size_t>(0);
   ::close(fd);
   if (n.ok() && *n == sizeof(header) && absl::string_view(header, kMagic.size()) == kMagic) {
     info->digest = DecodeFixed<uint64_t>(header + 20);
@@ -193,8 +191,7 @@ void ReadSummary(SnapshotInfo* info) {
 }
 
 absl::StatusOr<std::vector<SnapshotInfo>> ListSnapshotFiles(const std::string& dir) {
-  absl::StatusOr<std::vector<std::pair<Zxid, std::string>>> files =
-      ListZxidFiles(dir, kFilePrefix);
+  absl::StatusOr<std::vector<std::pair<Zxid, std::string>>> files = ListZxidFiles(dir, kFilePrefix);
   if (!files.ok()) return files.status();
   std::vector<SnapshotInfo> snapshots;
   for (auto it = files->rbegin(); it != files->rend(); ++it) {
@@ -206,8 +203,7 @@ absl::StatusOr<std::vector<SnapshotInfo>> ListSnapshotFiles(const std::string& d
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<SnapshotWriter>> SnapshotWriter::Create(const std::string& dir,
-                                                                        Zxid zxid,
-                                                                        uint64_t digest) {
+                                                                       Zxid zxid, uint64_t digest) {
   std::unique_ptr<SnapshotWriter> writer(new SnapshotWriter());
   writer->dir_ = dir;
   writer->final_path_ = absl::StrCat(dir, "/", ZxidFileName(kFilePrefix, zxid));
@@ -292,12 +288,13 @@ std::vector<SnapshotInfo> ListSnapshots(const std::string& dir) {
   return *std::move(snapshots);
 }
 
-absl::StatusOr<std::optional<SnapshotInfo>> LoadLatestSnapshot(
-    const std::string& dir, tree::DataTree* tree, std::vector<std::string>* warnings) {
+absl::StatusOr<std::optional<SnapshotInfo>> LoadLatestSnapshot(const std::string& dir,
+                                                               tree::DataTree* tree,
+                                                               std::vector<std::string>* warnings) {
   if (!tree->last_applied().IsZero() || tree->node_count() != 1) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "loading a snapshot from ", dir, " needs a fresh tree; this one is at zxid ",
-        tree->last_applied().ToString(), " with ", tree->node_count(), " nodes"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("loading a snapshot from ", dir, " needs a fresh tree; this one is at zxid ",
+                     tree->last_applied().ToString(), " with ", tree->node_count(), " nodes"));
   }
   // Left by a crash while writing: never renamed into place, so never complete.
   if (absl::StatusOr<std::vector<std::pair<Zxid, std::string>>> stale =
@@ -314,8 +311,8 @@ absl::StatusOr<std::optional<SnapshotInfo>> LoadLatestSnapshot(
     if (verified.ok()) verified = WalkSnapshot(info.path, info.zxid, *bytes, &info, nullptr);
     if (!verified.ok()) {
       if (warnings != nullptr) {
-        warnings->push_back(absl::StrCat("skipping snapshot ", info.path, ": ",
-                                         verified.message()));
+        warnings->push_back(
+            absl::StrCat("skipping snapshot ", info.path, ": ", verified.message()));
       }
       continue;
     }
@@ -325,9 +322,8 @@ absl::StatusOr<std::optional<SnapshotInfo>> LoadLatestSnapshot(
       return s;
     }
     if (absl::Status s = tree->FinishLoad(info.zxid, info.digest); !s.ok()) {
-      return absl::Status(s.code(),
-                          absl::StrCat("snapshot ", info.path, " (checksum valid) does not load: ",
-                                       s.message()));
+      return absl::Status(s.code(), absl::StrCat("snapshot ", info.path,
+                                                 " (checksum valid) does not load: ", s.message()));
     }
     return info;
   }

@@ -57,18 +57,22 @@ struct SnapshotInfo {
   uint64_t nodes = 0;
 };
 
-// Lists snapshot files in `dir`, newest first.
+// Lists snapshot files in `dir`, newest first; digest and nodes as their header and trailer say
+// (zero when unreadable: only LoadLatestSnapshot verifies a file).
 std::vector<SnapshotInfo> ListSnapshots(const std::string& dir);
 
 // Loads the newest snapshot in `dir` that reads back whole into the fresh `tree` (LoadNode...
 // FinishLoad). A newer snapshot that is corrupt is skipped with a warning naming the file; nullopt
-// when there is no usable snapshot. A snapshot is only skipped, never half-loaded: `tree` is only
-// filled from a file whose checksum was verified first.
+// when there is no usable snapshot (or no `dir`). A snapshot is only skipped, never half-loaded:
+// `tree` is only filled from a file whose structure and checksum were verified first; if such a
+// file still does not load (FinishLoad refuses the image), that is an error and `tree` must be
+// discarded. Removes the temporary files of snapshots whose writing a crash interrupted, so it
+// must not run while a SnapshotWriter writes in `dir`.
 absl::StatusOr<std::optional<SnapshotInfo>> LoadLatestSnapshot(const std::string& dir,
-                                                              tree::DataTree* tree,
-                                                              std::vector<std::string>* warnings);
+                                                               tree::DataTree* tree,
+                                                               std::vector<std::string>* warnings);
 
-// Keeps the newest `keep` snapshots, deleting older ones.
+// Keeps the newest `keep` snapshots, deleting older ones. INVALID_ARGUMENT for keep == 0.
 absl::Status PurgeSnapshots(const std::string& dir, size_t keep);
 
 }  // namespace confab::storage

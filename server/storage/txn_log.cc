@@ -17,13 +17,13 @@
 #include "server/storage/durable_file.h"
 
 // A broken invariant is a bug: crash with the values that broke it.
-#define TXN_LOG_CHECK(cond, ...)                                                 \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      std::fprintf(stderr, "%s:%d: invariant broken: %s: %s\n", __FILE__, __LINE__, \
-                   #cond, absl::StrCat(__VA_ARGS__).c_str());                    \
-      std::abort();                                                              \
-    }                                                                            \
+#define TXN_LOG_CHECK(cond, ...)                                                           \
+  do {                                                                                     \
+    if (!(cond)) {                                                                         \
+      std::fprintf(stderr, "%s:%d: invariant broken: %s: %s\n", __FILE__, __LINE__, #cond, \
+                   absl::StrCat(__VA_ARGS__).c_str());                                     \
+      std::abort();                                                                        \
+    }                                                                                      \
   } while (0)
 
 namespace confab::storage {
@@ -109,8 +109,7 @@ std::string DescribeDamage(const ParsedRecord& r, absl::string_view rest,
       return absl::StrCat("incomplete record header (", rest.size(), " of ", kRecordHeaderBytes,
                           " bytes)");
     case RecordState::kTooLong:
-      return absl::StrCat("record length ", r.length, " above record_bytes_max ",
-                          record_bytes_max);
+      return absl::StrCat("record length ", r.length, " above record_bytes_max ", record_bytes_max);
     case RecordState::kShortPayload:
       return absl::StrCat("incomplete record (", r.length, " payload bytes announced, ",
                           rest.size() - kRecordHeaderBytes, " present)");
@@ -146,8 +145,8 @@ struct LaterRecords {
 
 // Looks at every offset after `from` for a record that parses, verifies and could follow `last`;
 // counts the records chained after it.
-std::optional<LaterRecords> FindValidRecordAfter(absl::string_view contents, size_t from,
-                                                 Zxid last, uint32_t record_bytes_max) {
+std::optional<LaterRecords> FindValidRecordAfter(absl::string_view contents, size_t from, Zxid last,
+                                                 uint32_t record_bytes_max) {
   for (size_t at = from; at + kRecordHeaderBytes <= contents.size(); ++at) {
     // Cheap filters first: a later record of ours has a zxid above the last valid one.
     const Zxid zxid = Zxid::FromInt(DecodeFixed<int64_t>(contents.data() + at + 8));
@@ -170,9 +169,8 @@ std::optional<LaterRecords> FindValidRecordAfter(absl::string_view contents, siz
 absl::StatusOr<std::unique_ptr<TxnLog>> TxnLog::Open(const std::string& dir,
                                                      const LogOptions& options,
                                                      LogRecoveryReport* report) {
-  TXN_LOG_CHECK(options.record_bytes_max > 0 && options.segment_bytes_max > 0,
-                "record_bytes_max ", options.record_bytes_max, " segment_bytes_max ",
-                options.segment_bytes_max);
+  TXN_LOG_CHECK(options.record_bytes_max > 0 && options.segment_bytes_max > 0, "record_bytes_max ",
+                options.record_bytes_max, " segment_bytes_max ", options.segment_bytes_max);
   if (absl::Status s = MakeDirectoryDurably(dir); !s.ok()) return s;
   LogRecoveryReport unused;
   if (report == nullptr) report = &unused;
@@ -187,7 +185,8 @@ TxnLog::~TxnLog() {
 }
 
 absl::Status TxnLog::Recover(LogRecoveryReport* report) {
-  absl::StatusOr<std::vector<std::pair<Zxid, std::string>>> files = ListZxidFiles(dir_, kSegmentPrefix);
+  absl::StatusOr<std::vector<std::pair<Zxid, std::string>>> files =
+      ListZxidFiles(dir_, kSegmentPrefix);
   if (!files.ok()) return files.status();
   const std::string header = SegmentHeader();
   Zxid last;
@@ -234,15 +233,23 @@ absl::Status TxnLog::Recover(LogRecoveryReport* report) {
               " but the segment name says ", first.ToString(), "; refusing to start"));
         }
         if (!Follows(last, r.zxid)) {
-          return absl::DataLossError(absl::StrCat(
-              "log ", path, ": record at offset ", at, " has zxid ", r.zxid.ToString(),
-              " after zxid ", last.ToString(), " (expected ", Expected(last),
-              "); refusing to start: the log has a gap"));
+          return absl::DataLossError(absl::StrCat("log ", path, ": record at offset ", at,
+                                                  " has zxid ", r.zxid.ToString(), " after zxid ",
+                                                  last.ToString(), " (expected ", Expected(last),
+                                                  "); refusing to start: the log has a gap"));
         }
         last = r.zxid;
         ++records;
         at += r.size;
         continue;
+      }
+      if (r.state == RecordState::kTooLong &&
+          ParseRecord(rest, r.length).state == RecordState::kValid) {
+        // A whole, verified record: the limit was lowered, this is not damage. Never cut it.
+        return absl::FailedPreconditionError(absl::StrCat(
+            "log ", path, ": record at offset ", at, " (zxid ", r.zxid.ToString(), ") holds ",
+            r.length, " bytes, above record_bytes_max ", options_.record_bytes_max,
+            "; raise record_bytes_max to at least that to read this log"));
       }
       const std::string damage = DescribeDamage(r, rest, options_.record_bytes_max);
       const std::string where =
@@ -250,8 +257,9 @@ absl::Status TxnLog::Recover(LogRecoveryReport* report) {
                        r.zxid.ToString(), ", last valid zxid ", last.ToString(), ")");
       if (!is_last) {
         return absl::DataLossError(absl::StrCat(
-            where, " in a segment that is not the last; refusing to start: the log is corrupt "
-                   "before its tail"));
+            where,
+            " in a segment that is not the last; refusing to start: the log is corrupt "
+            "before its tail"));
       }
       if (std::optional<LaterRecords> later =
               FindValidRecordAfter(contents, at + 1, last, options_.record_bytes_max)) {
@@ -308,10 +316,10 @@ absl::Status TxnLog::Recover(LogRecoveryReport* report) {
 absl::Status TxnLog::Append(Zxid zxid, absl::string_view payload) {
   if (!broken_.ok()) return broken_;
   if (payload.size() > options_.record_bytes_max) {
-    return MakeError(v1::TOO_LARGE,
-                     absl::StrCat("log append of zxid ", zxid.ToString(), " refused: ",
-                                  payload.size(), " bytes is above record_bytes_max ",
-                                  options_.record_bytes_max));
+    return MakeError(
+        v1::TOO_LARGE,
+        absl::StrCat("log append of zxid ", zxid.ToString(), " refused: ", payload.size(),
+                     " bytes is above record_bytes_max ", options_.record_bytes_max));
   }
   if (!Follows(last_zxid_, zxid)) {
     return MakeError(v1::INVALID_ARGUMENT,
@@ -364,7 +372,7 @@ absl::Status TxnLog::ReadSegment(const Segment& segment, const SegmentVisitor& v
   int fd = ::open(segment.path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoError("open for reading", segment.path, errno);
   std::string chunk;
-  size_t at = 0;                          // in chunk
+  size_t at = 0;                             // in chunk
   uint64_t chunk_end = kSegmentHeaderBytes;  // file offset of chunk's end
   absl::Status status;
   while (status.ok()) {
@@ -392,9 +400,9 @@ absl::Status TxnLog::ReadSegment(const Segment& segment, const SegmentVisitor& v
       if (!n.ok()) {
         status = n.status();
       } else if (*n != want) {
-        status = absl::DataLossError(absl::StrCat("log ", segment.path, ": file ends at ",
-                                                  chunk_end + *n, " bytes, expected ",
-                                                  segment.bytes));
+        status =
+            absl::DataLossError(absl::StrCat("log ", segment.path, ": file ends at ",
+                                             chunk_end + *n, " bytes, expected ", segment.bytes));
       }
       chunk_end += want;
       continue;
@@ -482,9 +490,9 @@ absl::Status TxnLog::TruncateAfter(Zxid zxid) {
     if (fd_ < 0) return Fail(ErrnoError("open for append", segment.path, errno));
   }
   if (::ftruncate(fd_, static_cast<off_t>(cut)) != 0) {
-    return Fail(ErrnoError(absl::StrCat("truncate after zxid ", zxid.ToString(), " to ", cut,
-                                        " bytes of"),
-                           segment.path, errno));
+    return Fail(
+        ErrnoError(absl::StrCat("truncate after zxid ", zxid.ToString(), " to ", cut, " bytes of"),
+                   segment.path, errno));
   }
   if (::fdatasync(fd_) != 0) return Fail(ErrnoError("fdatasync", segment.path, errno));
   segment.bytes = cut;

@@ -58,13 +58,17 @@ class TxnLog {
 
   // Buffers a record. INVALID_ARGUMENT (naming both zxids) if `zxid` does not follow last_zxid()
   // contiguously; the first record of an empty log may have any zxid with counter >= 1.
+  // TOO_LARGE for a payload above record_bytes_max (recovery would take it for corruption).
   absl::Status Append(Zxid zxid, absl::string_view payload);
-  // Writes what is buffered and fdatasyncs; after OK every appended record is durable.
+  // Writes what is buffered and fdatasyncs; after OK every appended record is durable. A failed
+  // write or fdatasync leaves the files in an unknown state: from then on every change (Append,
+  // Sync, TruncateAfter, PurgeThrough) returns that error until the log is reopened.
   absl::Status Sync();
 
   // Visits records with zxid > `after` in order. Reads what is durable or buffered.
   absl::Status ReadAfter(Zxid after, const RecordVisitor& visit) const;
-  // Discards every record with zxid > `zxid` (ZAB TRUNC), durably.
+  // Discards every record with zxid > `zxid` (ZAB TRUNC), durably; last_zxid() becomes the last
+  // record kept, or zero (an empty log, as new) when `zxid` is below every record.
   absl::Status TruncateAfter(Zxid zxid);
   // Deletes segments holding only records <= `zxid` (covered by a snapshot), keeping the segment
   // that holds the record after `zxid`.

@@ -1,1 +1,207 @@
+#include "server/storage/log_writer.h"
 
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/storage/test_util.h"
+
+namespace confab::storage {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::TempDir;
+
+std::unique_ptr<TxnLog> OpenLog(const std::string& dir, const LogOptions& options = {}) {
+  absl::StatusOr<std::unique_ptr<TxnLog>> log = TxnLog::Open(dir, options, nullptr);
+  EXPECT_TRUE(log.ok()) << log.status();
+  return log.ok() ? *std::move(log) : nullptr;
+}
+
+// What the writer thread reported, read by the test once the writer is flushed or stopped.
+struct Reports {
+  absl::Mutex mu;
+  std::vector<std::pair<Zxid, size_t>> durable ABSL_GUARDED_BY(mu);
+  std::vector<absl::Status> failures ABSL_GUARDED_BY(mu);
+};
+
+std::unique_ptr<LogWriter> MakeWriter(std::unique_ptr<TxnLog> log, Reports* reports) {
+  return std::make_unique<LogWriter>(
+      std::move(log),
+      [reports](Zxid durable, size_t batch) {
+        absl::MutexLock lock(&reports->mu);
+        reports->durable.emplace_back(durable, batch);
+      },
+      [reports](const absl::Status& error) {
+        absl::MutexLock lock(&reports->mu);
+        reports->failures.push_back(error);
+      });
+}
+
+TEST(LogWriterTest, ConcurrentEnqueuesAreDurableInOrderAndBatched) {
+  constexpr int kThreads = 8;
+  constexpr uint32_t kPerThread = 2000;
+  TempDir dir;
+  LogOptions options;
+  options.segment_bytes_max = 64 << 10;
+  Reports reports;
+  std::unique_ptr<LogWriter> writer = MakeWriter(OpenLog(dir.path(), options), &reports);
+
+  // The caller's proposal lock: zxids are assigned and enqueued under it.
+  absl::Mutex propose_mu;
+  uint32_t next_counter = 1;
+  absl::flat_hash_map<uint32_t, std::string> expected;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (uint32_t i = 0; i < kPerThread; ++i) {
+        std::string payload = absl::StrCat("thread ", t, " record ", i);
+        absl::MutexLock lock(&propose_mu);
+        const Zxid zxid(1, next_counter++);
+        expected[zxid.counter()] = payload;
+        writer->Enqueue(zxid, std::move(payload));
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  writer->Flush();
+  const LogWriterStats stats = writer->stats();
+  writer->Stop();
+  writer->Stop();  // idempotent
+
+  constexpr uint32_t kTotal = kThreads * kPerThread;
+  EXPECT_EQ(stats.records, kTotal);
+  EXPECT_LT(stats.batches, kTotal) << "group commit should put many records in one fsync";
+  EXPECT_GT(stats.largest_batch, 1u);
+  EXPECT_LE(stats.largest_batch, LogWriter::kBatchRecordsMax);
+  EXPECT_EQ(writer->log()->sync_count(), stats.batches);
+  {
+    absl::MutexLock lock(&reports.mu);
+    EXPECT_TRUE(reports.failures.empty());
+    ASSERT_EQ(reports.durable.size(), stats.batches);
+    size_t total = 0;
+    Zxid previous;
+    for (const auto& [durable, batch] : reports.durable) {
+      EXPECT_GT(durable, previous);
+      EXPECT_EQ(durable.counter(), previous.counter() + batch);
+      previous = durable;
+      total += batch;
+    }
+    EXPECT_EQ(total, kTotal);
+    EXPECT_EQ(previous, Zxid(1, kTotal));
+  }
+
+  // Read back from disk, not from the writer's memory.
+  writer.reset();
+  std::unique_ptr<TxnLog> reopened = OpenLog(dir.path(), options);
+  uint32_t counter = 0;
+  absl::Status s = reopened->ReadAfter(Zxid(), [&](Zxid zxid, absl::string_view payload) {
+    ++counter;
+    EXPECT_EQ(zxid, Zxid(1, counter));
+    EXPECT_EQ(payload, expected[counter]);
+    return absl::OkStatus();
+  });
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(counter, kTotal);
+}
+
+TEST(LogWriterTest, FlushReturnsOnceEverythingEnqueuedIsDurable) {
+  TempDir dir;
+  Reports reports;
+  std::unique_ptr<LogWriter> writer = MakeWriter(OpenLog(dir.path()), &reports);
+  writer->Flush();  // nothing enqueued: returns at once
+
+  for (uint32_t c = 1; c <= 100; ++c) writer->Enqueue(Zxid(1, c), absl::StrCat("record ", c));
+  writer->Flush();
+  EXPECT_EQ(writer->stats().records, 100u);
+  // Durable means on disk: a second reader of the files sees every record.
+  std::unique_ptr<TxnLog> reader = OpenLog(dir.path());
+  EXPECT_EQ(reader->last_zxid(), Zxid(1, 100));
+
+  writer->Stop();
+  writer->Enqueue(Zxid(1, 101), "after stop: dropped, never reported durable");
+  writer->Flush();
+  EXPECT_EQ(writer->stats().records, 100u);
+  EXPECT_EQ(writer->log()->last_zxid(), Zxid(1, 100));
+  absl::MutexLock lock(&reports.mu);
+  EXPECT_EQ(reports.durable.back().first, Zxid(1, 100));
+}
+
+TEST(LogWriterTest, ContinuesAnExistingLog) {
+  TempDir dir;
+  {
+    std::unique_ptr<TxnLog> log = OpenLog(dir.path());
+    ASSERT_TRUE(log->Append(Zxid(1, 1), "one").ok());
+    ASSERT_TRUE(log->Sync().ok());
+  }
+  Reports reports;
+  {
+    std::unique_ptr<LogWriter> writer = MakeWriter(OpenLog(dir.path()), &reports);
+    writer->Enqueue(Zxid(2, 1), "new epoch");
+  }  // the destructor stops, and stopping flushes
+  absl::MutexLock lock(&reports.mu);
+  ASSERT_FALSE(reports.durable.empty());
+  EXPECT_EQ(reports.durable.back().first, Zxid(2, 1));
+  EXPECT_EQ(OpenLog(dir.path())->last_zxid(), Zxid(2, 1));
+}
+
+TEST(LogWriterTest, PurgeThroughRunsOnTheWriterThread) {
+  TempDir dir;
+  LogOptions options;
+  options.segment_bytes_max = 256;
+  Reports reports;
+  std::unique_ptr<LogWriter> writer = MakeWriter(OpenLog(dir.path(), options), &reports);
+  for (uint32_t c = 1; c <= 60; ++c) {
+    writer->Enqueue(Zxid(1, c), std::string(50, 'x'));
+    if (c % 4 == 0) writer->Flush();  // one batch of four records per segment
+  }
+  writer->Flush();
+  EXPECT_EQ(testing::ListDir(dir.path()).size(), 15u);
+  EXPECT_TRUE(writer->PurgeThrough(Zxid(1, 30)).ok());
+  writer->Enqueue(Zxid(1, 61), "after the purge");
+  writer->Stop();
+  EXPECT_TRUE(absl::IsFailedPrecondition(writer->PurgeThrough(Zxid(1, 60))));
+
+  LogRecoveryReport report;
+  absl::StatusOr<std::unique_ptr<TxnLog>> log = TxnLog::Open(dir.path(), options, &report);
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_EQ(report.first_zxid, Zxid(1, 29));  // the segment holding 31 starts at 29
+  EXPECT_EQ(report.last_zxid, Zxid(1, 61));
+  EXPECT_EQ(testing::ListDir(dir.path()).size(), 9u);
+}
+
+TEST(LogWriterTest, FailedSyncIsReportedOnceAndStopsTheWriter) {
+  TempDir dir;
+  LogOptions options;
+  options.segment_bytes_max = 1;  // every batch rolls to a new segment, which must be created
+  const std::string log_dir = dir.path() + "/log";
+  Reports reports;
+  std::unique_ptr<LogWriter> writer = MakeWriter(OpenLog(log_dir, options), &reports);
+  writer->Enqueue(Zxid(1, 1), "durable");
+  writer->Flush();
+
+  std::filesystem::remove_all(log_dir);  // the next segment cannot be created
+  writer->Enqueue(Zxid(1, 2), "lost");
+  writer->Flush();  // returns: the writer failed
+  writer->Enqueue(Zxid(1, 3), "dropped");
+  writer->Flush();
+  writer->Stop();
+
+  EXPECT_EQ(writer->stats().records, 1u);
+  absl::MutexLock lock(&reports.mu);
+  ASSERT_EQ(reports.failures.size(), 1u);
+  EXPECT_THAT(std::string(reports.failures[0].message()), HasSubstr(log_dir));
+  ASSERT_EQ(reports.durable.size(), 1u);
+  EXPECT_EQ(reports.durable[0].first, Zxid(1, 1));
+}
+
+}  // namespace
+}  // namespace confab::storage

@@ -18,10 +18,10 @@
 namespace confab::storage {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::AppendToFile;
 using testing::FileSize;
 using testing::FlipByte;
+using ::testing::HasSubstr;
 using testing::ListDir;
 using testing::TempDir;
 using testing::TruncateFile;
@@ -51,7 +51,9 @@ std::unique_ptr<TxnLog> OpenLog(const std::string& dir, const LogOptions& option
 void AppendRange(TxnLog* log, Epoch epoch, uint32_t from, uint32_t to, uint32_t sync_every) {
   for (uint32_t c = from; c <= to; ++c) {
     ASSERT_TRUE(log->Append(Zxid(epoch, c), Payload(Zxid(epoch, c))).ok()) << c;
-    if ((c - from + 1) % sync_every == 0) ASSERT_TRUE(log->Sync().ok());
+    if ((c - from + 1) % sync_every == 0) {
+      ASSERT_TRUE(log->Sync().ok());
+    }
   }
   ASSERT_TRUE(log->Sync().ok());
 }
@@ -176,10 +178,10 @@ TEST(TxnLogTest, AppendRefusesDiscontinuousZxids) {
     Zxid zxid;
     const char* why;
   };
-  for (const Case& c : {Case{Zxid(3, 7), "gap"}, Case{Zxid(3, 5), "same zxid"},
-                        Case{Zxid(3, 4), "backwards"}, Case{Zxid(2, 6), "lower epoch"},
-                        Case{Zxid(4, 2), "new epoch not starting at 1"},
-                        Case{Zxid(4, 0), "counter 0"}}) {
+  for (const Case& c :
+       {Case{Zxid(3, 7), "gap"}, Case{Zxid(3, 5), "same zxid"}, Case{Zxid(3, 4), "backwards"},
+        Case{Zxid(2, 6), "lower epoch"}, Case{Zxid(4, 2), "new epoch not starting at 1"},
+        Case{Zxid(4, 0), "counter 0"}}) {
     s = log->Append(c.zxid, "x");
     EXPECT_EQ(ErrorCodeOf(s), v1::INVALID_ARGUMENT) << c.why << ": " << s;
     EXPECT_THAT(std::string(s.message()), HasSubstr(c.zxid.ToString())) << c.why;
@@ -309,6 +311,19 @@ TEST(TxnLogTest, CorruptLengthBeforeValidRecordsIsRefused) {
               HasSubstr(absl::StrCat("offset ", RecordOffset(1, 8))));
 }
 
+TEST(TxnLogTest, RecordAboveALoweredLimitIsNotCutAsATornTail) {
+  TempDir dir;
+  const std::string segment = WriteTenRecords(dir.path());
+  const uint64_t size = FileSize(segment);
+  LogOptions lowered;
+  lowered.record_bytes_max = kPayloadBytes - 1;
+  absl::StatusOr<std::unique_ptr<TxnLog>> log = TxnLog::Open(dir.path(), lowered, nullptr);
+  ASSERT_FALSE(log.ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(log.status())) << log.status();
+  EXPECT_THAT(std::string(log.status().message()), HasSubstr("raise record_bytes_max"));
+  EXPECT_EQ(FileSize(segment), size);
+}
+
 // Epoch 1, counters 1..40 in several segments; returns the segment paths.
 std::vector<std::string> WriteSegments(const std::string& dir, const LogOptions& options) {
   std::unique_ptr<TxnLog> log = OpenLog(dir, options);
@@ -422,7 +437,8 @@ TEST(TxnLogTest, TruncateAfterAcrossSegments) {
   std::unique_ptr<TxnLog> log = OpenLog(dir.path(), SmallSegments());
   ASSERT_TRUE(log->TruncateAfter(Zxid(1, 12)).ok());
   EXPECT_EQ(log->last_zxid(), Zxid(1, 12));
-  EXPECT_EQ(SegmentPaths(dir.path()), std::vector<std::string>(segments.begin(), segments.begin() + 2));
+  EXPECT_EQ(SegmentPaths(dir.path()),
+            std::vector<std::string>(segments.begin(), segments.begin() + 2));
   ExpectRecords(*log, 1, 1, 12);
   AppendRange(log.get(), 1, 13, 20, 8);
   log.reset();
@@ -445,7 +461,8 @@ TEST(TxnLogTest, TruncateAfterSegmentBoundaryAndBufferedRecords) {
   EXPECT_EQ(ReadAll(*log, Zxid(1, 40)).size(), 1u);
   // Exactly the last record of a segment: the later segments go, that one stays whole.
   ASSERT_TRUE(log->TruncateAfter(Zxid(1, 16)).ok());
-  EXPECT_EQ(SegmentPaths(dir.path()), std::vector<std::string>(segments.begin(), segments.begin() + 2));
+  EXPECT_EQ(SegmentPaths(dir.path()),
+            std::vector<std::string>(segments.begin(), segments.begin() + 2));
   EXPECT_EQ(FileSize(segments[1]), RecordOffset(9, 17));
   log.reset();
   log = OpenLog(dir.path(), SmallSegments());
@@ -476,9 +493,11 @@ TEST(TxnLogTest, PurgeThroughKeepsWhatIsNeeded) {
   ASSERT_EQ(segments.size(), 5u);  // 1-8, 9-16, 17-24, 25-32, 33-40
   std::unique_ptr<TxnLog> log = OpenLog(dir.path(), SmallSegments());
   ASSERT_TRUE(log->PurgeThrough(Zxid(1, 15)).ok());  // 16 is still needed
-  EXPECT_EQ(SegmentPaths(dir.path()), std::vector<std::string>(segments.begin() + 1, segments.end()));
+  EXPECT_EQ(SegmentPaths(dir.path()),
+            std::vector<std::string>(segments.begin() + 1, segments.end()));
   ASSERT_TRUE(log->PurgeThrough(Zxid(1, 16)).ok());
-  EXPECT_EQ(SegmentPaths(dir.path()), std::vector<std::string>(segments.begin() + 2, segments.end()));
+  EXPECT_EQ(SegmentPaths(dir.path()),
+            std::vector<std::string>(segments.begin() + 2, segments.end()));
   EXPECT_EQ(ReadAll(*log, Zxid(1, 16)).size(), 24u);
   // Never the last segment, even when a snapshot covers all of it.
   ASSERT_TRUE(log->PurgeThrough(Zxid(1, 40)).ok());

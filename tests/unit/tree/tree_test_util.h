@@ -85,7 +85,8 @@ inline internal::Txn TxnOf(const v1::Op& op, int64_t session = 0) {
 inline internal::Txn MultiTxn(const std::vector<v1::Op>& ops, int64_t session = 0) {
   internal::Txn txn;
   txn.set_session_id(session);
-  for (const v1::Op& op : ops) *txn.mutable_multi()->add_ops() = op;
+  v1::MultiRequest* multi = txn.mutable_multi();  // set even when empty
+  for (const v1::Op& op : ops) *multi->add_ops() = op;
   return txn;
 }
 inline internal::Txn OpenSessionTxn(int64_t id, int32_t timeout_ms) {
@@ -118,7 +119,7 @@ class Harness {
   }
 
   DataTree& tree() { return tree_; }
-  Zxid zxid() const { return zxid_; }  // of the last Apply
+  Zxid zxid() const { return zxid_; }         // of the last Apply
   int64_t now_ms() const { return now_ms_; }  // time_ms of the last Apply
   const std::vector<WatchTrigger>& triggers() const { return triggers_; }
 
@@ -175,7 +176,6 @@ inline absl::Status LoadImage(const TreeImage& image, const std::vector<SessionI
   }
   return fresh->FinishLoad(zxid, digest);
 }
-
 
 // A seeded source of random transactions over a small namespace (names a, b, c; depth 1 to 3)
 // and `session_count` session ids, chosen so that every outcome (success and each error) is
@@ -254,8 +254,8 @@ class RandomTxns {
     std::vector<std::string> children;
     while (tree.GetChildren(path, &children, nullptr).ok() && !children.empty() &&
            Uniform(3) != 0) {
-      const std::string& child = children[static_cast<size_t>(Uniform(
-          static_cast<int>(children.size())))];
+      const std::string& child =
+          children[static_cast<size_t>(Uniform(static_cast<int>(children.size())))];
       path = path == "/" ? absl::StrCat("/", child) : absl::StrCat(path, "/", child);
     }
     return path;

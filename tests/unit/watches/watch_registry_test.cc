@@ -4,6 +4,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -92,8 +93,7 @@ TEST(WatchRegistryTest, RecursiveWatchSeesItsSubtreeButNotChildrenChanged) {
 
   registry.Add(kS2, "/", v1::PERSISTENT_RECURSIVE_WATCH);
   EXPECT_THAT(Fire(&registry, v1::NODE_DELETED, "/ab/c"), ElementsAre("2:NODE_DELETED:/ab/c@7"));
-  EXPECT_THAT(Fire(&registry, v1::NODE_DATA_CHANGED, "/"),
-              ElementsAre("2:NODE_DATA_CHANGED:/@7"));
+  EXPECT_THAT(Fire(&registry, v1::NODE_DATA_CHANGED, "/"), ElementsAre("2:NODE_DATA_CHANGED:/@7"));
   EXPECT_THAT(Fire(&registry, v1::NODE_DATA_CHANGED, "/a/x"),
               ElementsAre("1:NODE_DATA_CHANGED:/a/x@7", "2:NODE_DATA_CHANGED:/a/x@7"));
 }
@@ -114,10 +114,9 @@ TEST(WatchRegistryTest, OneEventPerSessionAndTriggerInSessionOrder) {
   // Every one-shot watch that matched was consumed, even where the session got its event
   // through another watch; the persistent ones stay.
   EXPECT_EQ(registry.watch_count(), 3u);
-  EXPECT_THAT(registry.WatchesOf(kS1),
-              ElementsAre(Pair("/", v1::PERSISTENT_RECURSIVE_WATCH),
-                          Pair("/a", v1::PERSISTENT_WATCH),
-                          Pair("/a", v1::PERSISTENT_RECURSIVE_WATCH)));
+  EXPECT_THAT(registry.WatchesOf(kS1), ElementsAre(Pair("/", v1::PERSISTENT_RECURSIVE_WATCH),
+                                                   Pair("/a", v1::PERSISTENT_WATCH),
+                                                   Pair("/a", v1::PERSISTENT_RECURSIVE_WATCH)));
   EXPECT_THAT(registry.WatchesOf(kS2), IsEmpty());
   EXPECT_THAT(registry.WatchesOf(kS3), IsEmpty());
 }
