@@ -184,8 +184,11 @@ int main(int argc, char** argv) {
       break;
     }
   }
-  service.CloseAllStreams();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  // Answer what is in flight, then stop the gRPC server without waiting for idle clients.
+  if (!service.Drain(absl::Seconds(10))) {
+    spdlog::warn("some requests were still in flight after 10s; cancelling them");
+  }
+  server->Shutdown(std::chrono::system_clock::now());
   (*replica)->Shutdown();
   confab::pipeline::Replica::Stats stats = (*replica)->stats();
   spdlog::info("stopped at zxid {}: {} writes in {} fsyncs", stats.last_applied.ToString(),

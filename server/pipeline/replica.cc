@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/common/errors.h"
@@ -77,6 +78,13 @@ absl::Status Replica::Recover() {
   if (snapshot->has_value()) {
     recovery_.snapshot_zxid = (*snapshot)->zxid;
     recovery_.snapshot_path = (*snapshot)->path;
+  } else if (!storage::ListSnapshots(data_dir_->snap_dir()).empty()) {
+    // The log is purged only up to a snapshot; without any usable one, what it no longer holds
+    // would be silently missing.
+    return absl::DataLossError(absl::StrCat(
+        "no snapshot in ", data_dir_->snap_dir(), " is usable (",
+        absl::StrJoin(recovery_.warnings, "; "),
+        "); refusing to start from the log alone, which may have been purged up to them"));
   }
 
   auto log = storage::TxnLog::Open(data_dir_->log_dir(), options_.log, &recovery_.log);

@@ -114,12 +114,20 @@ absl::Status SessionOf(int64_t session_id, Replica* replica) {
 }
 
 // A unary write: admit, submit, finish from the result.
+grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* context) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(MakeError(v1::UNAVAILABLE, "server is shutting down"), context));
+  return reactor;
+}
+
 template <typename Request, typename Response, typename Extract>
-grpc::ServerUnaryReactor* UnaryWrite(Replica* replica, grpc::CallbackServerContext* context,
+grpc::ServerUnaryReactor* UnaryWrite(CoordinationService* service, Replica* replica,
+                                     grpc::CallbackServerContext* context,
                                      const Request& request, Response* response,
                                      absl::StatusOr<internal::Txn> (*admit)(
                                          Request, SessionId, int64_t, const pipeline::Limits&),
                                      Extract extract) {
+  if (!service->Enter()) return Refuse(context);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   SessionId session(request.session_id());
   absl::Status status = SessionOf(request.session_id(), replica);
@@ -128,42 +136,45 @@ grpc::ServerUnaryReactor* UnaryWrite(Replica* replica, grpc::CallbackServerConte
                   : absl::StatusOr<internal::Txn>(status);
   if (!txn.ok()) {
     reactor->Finish(ToGrpcStatus(txn.status(), context));
+    service->Exit();
     return reactor;
   }
-  replica->Submit(std::move(*txn), [reactor, context, response,
+  replica->Submit(std::move(*txn), [service, reactor, context, response,
                                     extract](internal::TxnResult result) {
     if (result.has_error() && IsError(result.error())) {
       int failed_op = result.has_multi() ? result.error().failed_op() : -1;
       reactor->Finish(ToGrpcStatus(FromProto(result.error()), context, failed_op));
-      return;
+    } else {
+      extract(&result, response);
+      reactor->Finish(grpc::Status::OK);
     }
-    extract(&result, response);
-    reactor->Finish(grpc::Status::OK);
+    service->Exit();
   });
   return reactor;
 }
 
 // A unary read: validate, read, finish with the response the stream would have carried.
 template <typename Response, typename Extract>
-grpc::ServerUnaryReactor* UnaryRead(Replica* replica, grpc::CallbackServerContext* context,
+grpc::ServerUnaryReactor* UnaryRead(CoordinationService* service, Replica* replica,
+                                    grpc::CallbackServerContext* context,
                                     v1::SessionRequest request, int64_t session_id,
                                     Response* response, Extract extract) {
+  if (!service->Enter()) return Refuse(context);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   SessionId session(session_id);
   absl::Status status = SessionOf(session_id, replica);
   if (status.ok()) status = ValidateReadRequest(request, session);
-  if (!status.ok()) {
-    reactor->Finish(ToGrpcStatus(status, context));
-    return reactor;
+  if (status.ok()) {
+    v1::SessionResponse out;
+    replica->Read(request, session, [&](v1::SessionResponse r) { out = std::move(r); });
+    if (out.has_error() && IsError(out.error())) {
+      status = FromProto(out.error());
+    } else {
+      extract(&out, response);
+    }
   }
-  v1::SessionResponse out;
-  replica->Read(request, session, [&](v1::SessionResponse r) { out = std::move(r); });
-  if (out.has_error() && IsError(out.error())) {
-    reactor->Finish(ToGrpcStatus(FromProto(out.error()), context));
-    return reactor;
-  }
-  extract(&out, response);
-  reactor->Finish(grpc::Status::OK);
+  reactor->Finish(ToGrpcStatus(status, context));
+  service->Exit();
   return reactor;
 }
 
@@ -556,7 +567,19 @@ void CoordinationService::Forget(StreamState* stream) {
   }
 }
 
-void CoordinationService::CloseAllStreams() {
+bool CoordinationService::Enter() {
+  absl::MutexLock lock(&streams_mu_);
+  if (closing_) return false;
+  ++unary_in_flight_;
+  return true;
+}
+
+void CoordinationService::Exit() {
+  absl::MutexLock lock(&streams_mu_);
+  --unary_in_flight_;
+}
+
+bool CoordinationService::Drain(absl::Duration timeout) {
   std::vector<std::shared_ptr<StreamState>> streams;
   {
     absl::MutexLock lock(&streams_mu_);
@@ -567,6 +590,11 @@ void CoordinationService::CloseAllStreams() {
     stream->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE,
                                "server is shutting down; resume the session on another member"));
   }
+  absl::MutexLock lock(&streams_mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_) {
+    return unary_in_flight_ == 0;
+  };
+  return streams_mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
 }
 
 // ---- Unary calls ---------------------------------------------------------------------------
@@ -574,7 +602,7 @@ void CoordinationService::CloseAllStreams() {
 grpc::ServerUnaryReactor* CoordinationService::Create(grpc::CallbackServerContext* context,
                                                       const v1::CreateRequest* request,
                                                       v1::CreateResponse* response) {
-  return UnaryWrite(replica_, context, *request, response, &pipeline::AdmitCreate,
+  return UnaryWrite(this, replica_, context, *request, response, &pipeline::AdmitCreate,
                     [](internal::TxnResult* r, v1::CreateResponse* out) {
                       *out = std::move(*r->mutable_create());
                     });
@@ -583,7 +611,7 @@ grpc::ServerUnaryReactor* CoordinationService::Create(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* CoordinationService::Set(grpc::CallbackServerContext* context,
                                                    const v1::SetRequest* request,
                                                    v1::SetResponse* response) {
-  return UnaryWrite(replica_, context, *request, response, &pipeline::AdmitSet,
+  return UnaryWrite(this, replica_, context, *request, response, &pipeline::AdmitSet,
                     [](internal::TxnResult* r, v1::SetResponse* out) {
                       *out = std::move(*r->mutable_set());
                     });
@@ -592,7 +620,7 @@ grpc::ServerUnaryReactor* CoordinationService::Set(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* CoordinationService::Delete(grpc::CallbackServerContext* context,
                                                       const v1::DeleteRequest* request,
                                                       v1::DeleteResponse* response) {
-  return UnaryWrite(replica_, context, *request, response, &pipeline::AdmitDelete,
+  return UnaryWrite(this, replica_, context, *request, response, &pipeline::AdmitDelete,
                     [](internal::TxnResult* r, v1::DeleteResponse* out) {
                       *out = std::move(*r->mutable_delete_());
                     });
@@ -601,7 +629,7 @@ grpc::ServerUnaryReactor* CoordinationService::Delete(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* CoordinationService::Multi(grpc::CallbackServerContext* context,
                                                      const v1::MultiRequest* request,
                                                      v1::MultiResponse* response) {
-  return UnaryWrite(replica_, context, *request, response, &pipeline::AdmitMulti,
+  return UnaryWrite(this, replica_, context, *request, response, &pipeline::AdmitMulti,
                     [](internal::TxnResult* r, v1::MultiResponse* out) {
                       *out = std::move(*r->mutable_multi());
                     });
@@ -612,7 +640,7 @@ grpc::ServerUnaryReactor* CoordinationService::Get(grpc::CallbackServerContext* 
                                                    v1::GetResponse* response) {
   v1::SessionRequest wrapped;
   *wrapped.mutable_get() = *request;
-  return UnaryRead(replica_, context, std::move(wrapped), request->session_id(), response,
+  return UnaryRead(this, replica_, context, std::move(wrapped), request->session_id(), response,
                    [](v1::SessionResponse* r, v1::GetResponse* out) {
                      *out = std::move(*r->mutable_get());
                    });
@@ -623,7 +651,7 @@ grpc::ServerUnaryReactor* CoordinationService::Exists(grpc::CallbackServerContex
                                                       v1::ExistsResponse* response) {
   v1::SessionRequest wrapped;
   *wrapped.mutable_exists() = *request;
-  return UnaryRead(replica_, context, std::move(wrapped), request->session_id(), response,
+  return UnaryRead(this, replica_, context, std::move(wrapped), request->session_id(), response,
                    [](v1::SessionResponse* r, v1::ExistsResponse* out) {
                      *out = std::move(*r->mutable_exists());
                    });
@@ -634,7 +662,7 @@ grpc::ServerUnaryReactor* CoordinationService::GetChildren(grpc::CallbackServerC
                                                            v1::GetChildrenResponse* response) {
   v1::SessionRequest wrapped;
   *wrapped.mutable_get_children() = *request;
-  return UnaryRead(replica_, context, std::move(wrapped), request->session_id(), response,
+  return UnaryRead(this, replica_, context, std::move(wrapped), request->session_id(), response,
                    [](v1::SessionResponse* r, v1::GetChildrenResponse* out) {
                      *out = std::move(*r->mutable_get_children());
                    });
@@ -645,7 +673,7 @@ grpc::ServerUnaryReactor* CoordinationService::Sync(grpc::CallbackServerContext*
                                                     v1::SyncResponse* response) {
   v1::SessionRequest wrapped;
   *wrapped.mutable_sync() = *request;
-  return UnaryRead(replica_, context, std::move(wrapped), request->session_id(), response,
+  return UnaryRead(this, replica_, context, std::move(wrapped), request->session_id(), response,
                    [](v1::SessionResponse* r, v1::SyncResponse* out) {
                      *out = std::move(*r->mutable_sync());
                    });

@@ -11,6 +11,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "confab/v1/coordination.grpc.pb.h"
 #include "server/pipeline/replica.h"
 
@@ -47,9 +48,15 @@ class CoordinationService final : public v1::Coordination::CallbackService {
   grpc::ServerBidiReactor<v1::ClientMessage, v1::ServerMessage>* Session(
       grpc::CallbackServerContext* context) override;
 
-  // Ends every open Session stream with UNAVAILABLE (their sessions live on until they expire, so
-  // clients can resume them elsewhere). Called on shutdown, before the gRPC server stops.
-  void CloseAllStreams();
+  // Shutdown, before the gRPC server stops: refuses new calls with UNAVAILABLE, ends every open
+  // Session stream (their sessions live on until they expire, so clients can resume them
+  // elsewhere), and waits up to `timeout` for in-flight unary calls to be answered. True if
+  // none is left.
+  bool Drain(absl::Duration timeout);
+
+  // In-flight unary call accounting: Enter() refuses (false) once draining.
+  bool Enter();
+  void Exit();
 
  private:
   friend class StreamState;
@@ -59,6 +66,7 @@ class CoordinationService final : public v1::Coordination::CallbackService {
   absl::Mutex streams_mu_;
   absl::flat_hash_set<std::shared_ptr<StreamState>> streams_ ABSL_GUARDED_BY(streams_mu_);
   bool closing_ ABSL_GUARDED_BY(streams_mu_) = false;
+  int unary_in_flight_ ABSL_GUARDED_BY(streams_mu_) = 0;
 };
 
 }  // namespace confab::rpc

@@ -34,7 +34,7 @@ LogWriter::LogWriter(std::unique_ptr<TxnLog> log, DurableCallback on_durable,
 LogWriter::~LogWriter() { Stop(); }
 
 void LogWriter::Enqueue(Zxid zxid, std::string payload) {
-  // mutated
+  absl::MutexLock lock(&mu_);
   // Nothing enqueued now can be reported durable: the record is dropped, never acknowledged.
   if (failed_ || stopping_) return;
   LOG_WRITER_CHECK(zxid > enqueued_, "enqueued zxid ", zxid.ToString(), " after ",
