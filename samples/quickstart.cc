@@ -102,7 +102,8 @@ int main(int argc, char** argv) {
               opened.opened().timeout_ms());
 
   // A config subtree, as a dashboard fleet would keep it. Re-runs find it there already.
-  for (auto [path, data] : {std::pair{"/superset", ""}, {"/superset/config", ""},
+  for (auto [path, data] : {std::pair{"/superset", ""},
+                            {"/superset/config", ""},
                             {"/superset/config/ROW_LIMIT", "50000"},
                             {"/superset/config/SQLLAB_TIMEOUT", "30"},
                             {"/superset/nodes", ""}}) {

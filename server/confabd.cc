@@ -25,8 +25,9 @@
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
-ABSL_FLAG(std::string, config, "", "Optional JSON config file: an object of flag names to values; "
-                                   "flags on the command line override it");
+ABSL_FLAG(std::string, config, "",
+          "Optional JSON config file: an object of flag names to values; "
+          "flags on the command line override it");
 ABSL_FLAG(std::string, data_dir, "default.confab",
           "Data directory (transaction log, snapshots, epochs). Created if missing; one confabd "
           "per directory");
@@ -61,9 +62,9 @@ absl::Status CheckFlags() {
     return bad("--session-timeout-min-ms must be positive");
   }
   if (absl::GetFlag(FLAGS_session_timeout_max_ms) < absl::GetFlag(FLAGS_session_timeout_min_ms)) {
-    return bad(absl::StrCat("--session-timeout-max-ms (", absl::GetFlag(FLAGS_session_timeout_max_ms),
-                            ") is below --session-timeout-min-ms (",
-                            absl::GetFlag(FLAGS_session_timeout_min_ms), ")"));
+    return bad(absl::StrCat(
+        "--session-timeout-max-ms (", absl::GetFlag(FLAGS_session_timeout_max_ms),
+        ") is below --session-timeout-min-ms (", absl::GetFlag(FLAGS_session_timeout_min_ms), ")"));
   }
   if (absl::GetFlag(FLAGS_tick_ms) <= 0) return bad("--tick-ms must be positive");
   if (absl::GetFlag(FLAGS_max_data_bytes) == 0 ||
@@ -143,11 +144,12 @@ int main(int argc, char** argv) {
                  recovery.log.truncated_file, recovery.log.truncated_bytes,
                  recovery.log.truncated_at_offset);
   }
-  spdlog::info("recovered the state at zxid {} (snapshot: {}; {} log records replayed) in {} ms; "
-               "this run is epoch {}",
-               recovery.last_zxid.ToString(),
-               recovery.snapshot_path.empty() ? std::string("none") : recovery.snapshot_path,
-               recovery.log_records_replayed, recovery.duration_ms, recovery.epoch);
+  spdlog::info(
+      "recovered the state at zxid {} (snapshot: {}; {} log records replayed) in {} ms; "
+      "this run is epoch {}",
+      recovery.last_zxid.ToString(),
+      recovery.snapshot_path.empty() ? std::string("none") : recovery.snapshot_path,
+      recovery.log_records_replayed, recovery.duration_ms, recovery.epoch);
 
   confab::rpc::CoordinationService service(replica->get());
   grpc::EnableDefaultHealthCheckService(true);
@@ -164,7 +166,8 @@ int main(int argc, char** argv) {
     Fail(absl::StrCat("cannot listen on ", listen, " (address in use or not valid?)"));
   }
   std::string address = absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
-  if (auto status = confab::storage::WriteFileDurably(options.data_dir + "/ADDRESS", address + "\n");
+  if (auto status =
+          confab::storage::WriteFileDurably(options.data_dir + "/ADDRESS", address + "\n");
       !status.ok()) {
     Fail(std::string(status.message()));
   }

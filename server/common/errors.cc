@@ -73,8 +73,6 @@ void ToProto(const absl::Status& status, v1::Error* error) {
   error->set_message(std::string(status.message()));
 }
 
-absl::Status FromProto(const v1::Error& error) {
-  return MakeError(error.code(), error.message());
-}
+absl::Status FromProto(const v1::Error& error) { return MakeError(error.code(), error.message()); }
 
 }  // namespace confab

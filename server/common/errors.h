@@ -4,9 +4,8 @@
 #ifndef CONFAB_SERVER_COMMON_ERRORS_H_
 #define CONFAB_SERVER_COMMON_ERRORS_H_
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "confab/v1/coordination.pb.h"
 
 namespace confab {

@@ -12,7 +12,8 @@ namespace confab {
 namespace {
 
 absl::Status Invalid(absl::string_view path, absl::string_view why) {
-  std::string shown = path.size() > 200 ? absl::StrCat(path.substr(0, 200), "...") : std::string(path);
+  std::string shown =
+      path.size() > 200 ? absl::StrCat(path.substr(0, 200), "...") : std::string(path);
   return MakeError(v1::INVALID_PATH,
                    absl::StrCat("invalid path \"", absl::CHexEscape(shown), "\": ", why));
 }
@@ -28,8 +29,8 @@ bool IsForbiddenChar(unsigned char c) {
 absl::Status ValidatePath(absl::string_view path) {
   if (path.empty()) return Invalid(path, "path is empty");
   if (path.size() > kMaxPathBytes) {
-    return Invalid(path, absl::StrCat("path is ", path.size(), " bytes, the limit is ",
-                                      kMaxPathBytes));
+    return Invalid(path,
+                   absl::StrCat("path is ", path.size(), " bytes, the limit is ", kMaxPathBytes));
   }
   if (path[0] != '/') return Invalid(path, "path must start with '/'");
   if (path.size() == 1) return absl::OkStatus();

@@ -5,9 +5,9 @@
 #define CONFAB_SERVER_COMMON_PATH_H_
 
 #include <cstddef>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace confab {
 

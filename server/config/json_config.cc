@@ -78,9 +78,9 @@ absl::Status ApplyJsonConfig(const std::string& path) {
     }
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
     if (flag == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("config file ", path, ": unknown key \"", key, "\" (keys are confabd's "
-                       "flag names; see confabd --help)"));
+      return absl::InvalidArgumentError(absl::StrCat("config file ", path, ": unknown key \"", key,
+                                                     "\" (keys are confabd's "
+                                                     "flag names; see confabd --help)"));
     }
     std::string text_value;
     if (value.is_string()) {
@@ -88,8 +88,8 @@ absl::Status ApplyJsonConfig(const std::string& path) {
     } else if (value.is_number() || value.is_boolean()) {
       text_value = value.dump();
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config file ", path, ": key \"", key, "\" must be a string, number or boolean"));
+      return absl::InvalidArgumentError(absl::StrCat("config file ", path, ": key \"", key,
+                                                     "\" must be a string, number or boolean"));
     }
     std::string error;
     if (!flag->ParseFrom(text_value, &error)) {

@@ -12,9 +12,9 @@ namespace {
 
 absl::Status CheckData(absl::string_view path, const std::string& data, const Limits& limits) {
   if (data.size() > limits.data_bytes_max) {
-    return MakeError(v1::TOO_LARGE, absl::StrCat("data for ", path, " is ", data.size(),
-                                                 " bytes; the limit is ", limits.data_bytes_max,
-                                                 " (--max-data-bytes)"));
+    return MakeError(v1::TOO_LARGE,
+                     absl::StrCat("data for ", path, " is ", data.size(), " bytes; the limit is ",
+                                  limits.data_bytes_max, " (--max-data-bytes)"));
   }
   return absl::OkStatus();
 }
@@ -40,8 +40,8 @@ absl::Status CheckCreate(const v1::CreateRequest& request, SessionId session,
     return MakeError(v1::NODE_EXISTS, "cannot create /: the root always exists");
   }
   if (!v1::CreateMode_IsValid(request.mode())) {
-    return MakeError(v1::INVALID_ARGUMENT, absl::StrCat("unknown create mode ", request.mode(),
-                                                        " for ", request.path()));
+    return MakeError(v1::INVALID_ARGUMENT,
+                     absl::StrCat("unknown create mode ", request.mode(), " for ", request.path()));
   }
   if (IsEphemeral(request.mode()) && session.IsNone()) {
     return MakeError(v1::INVALID_ARGUMENT,
@@ -89,8 +89,10 @@ internal::Txn NewTxn(SessionId session, int64_t now_ms) {
 absl::StatusOr<internal::Txn> CheckTxnSize(internal::Txn txn, const Limits& limits) {
   size_t bytes = txn.ByteSizeLong();
   if (bytes > limits.txn_bytes_max) {
-    return MakeError(v1::TOO_LARGE, absl::StrCat("request is ", bytes, " bytes; the limit for one "
-                                                 "transaction is ", limits.txn_bytes_max));
+    return MakeError(v1::TOO_LARGE, absl::StrCat("request is ", bytes,
+                                                 " bytes; the limit for one "
+                                                 "transaction is ",
+                                                 limits.txn_bytes_max));
   }
   return txn;
 }

@@ -21,9 +21,9 @@
 namespace confab::pipeline {
 
 struct Limits {
-  size_t data_bytes_max = 1 << 20;    // one node's data (--max-data-bytes)
-  size_t txn_bytes_max = 4 << 20;     // one whole transaction, e.g. a Multi
-  size_t multi_ops_max = 1000;        // ops in one Multi
+  size_t data_bytes_max = 1 << 20;  // one node's data (--max-data-bytes)
+  size_t txn_bytes_max = 4 << 20;   // one whole transaction, e.g. a Multi
+  size_t multi_ops_max = 1000;      // ops in one Multi
 };
 
 // Each takes the request by value (moved into the transaction) and the session it runs on

@@ -52,8 +52,7 @@ void FillStat(const Stat& stat, v1::Stat* out) {
 
 }  // namespace
 
-Replica::Replica(const ReplicaOptions& options)
-    : options_(options), tracker_(options.tick_ms) {}
+Replica::Replica(const ReplicaOptions& options) : options_(options), tracker_(options.tick_ms) {}
 
 Replica::~Replica() { Shutdown(); }
 
@@ -96,12 +95,13 @@ absl::Status Replica::Recover() {
   absl::Status replay = recovered_log_->ReadAfter(
       tree_.last_applied(), [&](Zxid zxid, absl::string_view payload) -> absl::Status {
         Zxid prev = tree_.last_applied();
-        bool contiguous = zxid == prev.Next() || (zxid.epoch() > prev.epoch() && zxid.counter() == 1);
+        bool contiguous =
+            zxid == prev.Next() || (zxid.epoch() > prev.epoch() && zxid.counter() == 1);
         if (!contiguous) {
-          return absl::DataLossError(absl::StrCat(
-              "log in ", data_dir_->log_dir(), " does not continue the state at zxid ",
-              prev.ToString(), ": next record is ", zxid.ToString(),
-              "; refusing to start with a gap in the history"));
+          return absl::DataLossError(
+              absl::StrCat("log in ", data_dir_->log_dir(), " does not continue the state at zxid ",
+                           prev.ToString(), ": next record is ", zxid.ToString(),
+                           "; refusing to start with a gap in the history"));
         }
         internal::Txn txn;
         if (!txn.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
@@ -125,7 +125,8 @@ absl::Status Replica::Recover() {
   auto current = data_dir_->ReadEpoch("current_epoch");
   if (!current.ok()) return current.status();
   Epoch epoch = std::max({*accepted, *current, tree_.last_applied().epoch(),
-                          recovered_log_->last_zxid().epoch()}) + 1;
+                          recovered_log_->last_zxid().epoch()}) +
+                1;
   if (auto status = data_dir_->WriteEpoch("accepted_epoch", epoch); !status.ok()) return status;
   if (auto status = data_dir_->WriteEpoch("current_epoch", epoch); !status.ok()) return status;
   recovery_.epoch = epoch;
@@ -135,9 +136,8 @@ absl::Status Replica::Recover() {
     last_proposed_ = Zxid(epoch, 0);
     durable_ = last_proposed_;
     // ZooKeeper's scheme: member id in the top byte, the start time below, then a counter.
-    next_session_id_ = static_cast<int64_t>(
-        (static_cast<uint64_t>(options_.member_id) << 56) |
-        ((static_cast<uint64_t>(NowMs()) << 24) >> 8));
+    next_session_id_ = static_cast<int64_t>((static_cast<uint64_t>(options_.member_id) << 56) |
+                                            ((static_cast<uint64_t>(NowMs()) << 24) >> 8));
   }
   {
     absl::MutexLock lock(&tracker_mu_);
@@ -173,8 +173,8 @@ void Replica::Submit(internal::Txn txn, WriteDone done) {
     if (!accepting_) {
       refused = log_error_.ok()
                     ? MakeError(v1::UNAVAILABLE, "server is shutting down")
-                    : MakeError(v1::UNAVAILABLE,
-                                absl::StrCat("server cannot write its log: ", log_error_.message()));
+                    : MakeError(v1::UNAVAILABLE, absl::StrCat("server cannot write its log: ",
+                                                              log_error_.message()));
     } else {
       Zxid zxid = last_proposed_.Next();
       last_proposed_ = zxid;
@@ -208,8 +208,8 @@ void Replica::ApplyLoop() {
     {
       absl::MutexLock lock(&propose_mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(propose_mu_) {
-        return stopping_ || (!pending_.empty() && (pending_.front().zxid <= durable_ ||
-                                                   !log_error_.ok()));
+        return stopping_ ||
+               (!pending_.empty() && (pending_.front().zxid <= durable_ || !log_error_.ok()));
       };
       propose_mu_.Await(absl::Condition(&ready));
       while (!pending_.empty() && pending_.front().zxid <= durable_) {
@@ -227,9 +227,10 @@ void Replica::ApplyLoop() {
     }
     if (!batch.empty()) ApplyBatch(&batch);
     for (Pending& p : failed) {
-      std::move(p.done)(ErrorResult(MakeError(
-          v1::UNAVAILABLE, "the server's log failed before this write was durable; it was not "
-                           "applied, retry against a healthy server")));
+      std::move(p.done)(
+          ErrorResult(MakeError(v1::UNAVAILABLE,
+                                "the server's log failed before this write was durable; it was not "
+                                "applied, retry against a healthy server")));
     }
   }
 }
@@ -267,9 +268,9 @@ void Replica::ApplyBatch(std::vector<Pending>* batch) {
       }
       for (SessionId id : closed) {
         v1::SessionResponse notice;
-        ToProto(MakeError(v1::SESSION_EXPIRED,
-                          absl::StrCat("session ", id.ToString(), " is closed")),
-                notice.mutable_error());
+        ToProto(
+            MakeError(v1::SESSION_EXPIRED, absl::StrCat("session ", id.ToString(), " is closed")),
+            notice.mutable_error());
         DeliverLocked(id, std::move(notice));
         absl::MutexLock sinks_lock(&sinks_mu_);
         sinks_.erase(id);
@@ -573,8 +574,8 @@ absl::Status Replica::WriteSnapshot() {
     std::string data;
   };
   auto write = [&]() -> absl::StatusOr<std::string> {
-    auto writer = storage::SnapshotWriter::Create(data_dir_->snap_dir(), cursor.zxid(),
-                                                  cursor.digest());
+    auto writer =
+        storage::SnapshotWriter::Create(data_dir_->snap_dir(), cursor.zxid(), cursor.digest());
     if (!writer.ok()) return writer.status();
     for (const tree::SessionInfo& session : cursor.sessions()) {
       if (auto status = (*writer)->AddSession(session); !status.ok()) return status;

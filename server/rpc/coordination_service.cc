@@ -80,8 +80,7 @@ absl::Status ValidateReadRequest(const v1::SessionRequest& request, SessionId se
     case v1::SessionRequest::kRemoveWatch:
       return pipeline::ValidateRead(request.remove_watch().path(), true, session);
     case v1::SessionRequest::kSync:
-      return request.sync().path().empty() ? absl::OkStatus()
-                                           : ValidatePath(request.sync().path());
+      return request.sync().path().empty() ? absl::OkStatus() : ValidatePath(request.sync().path());
     default:
       return absl::OkStatus();
   }
@@ -121,12 +120,11 @@ grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* context) {
 }
 
 template <typename Request, typename Response, typename Extract>
-grpc::ServerUnaryReactor* UnaryWrite(CoordinationService* service, Replica* replica,
-                                     grpc::CallbackServerContext* context,
-                                     const Request& request, Response* response,
-                                     absl::StatusOr<internal::Txn> (*admit)(
-                                         Request, SessionId, int64_t, const pipeline::Limits&),
-                                     Extract extract) {
+grpc::ServerUnaryReactor* UnaryWrite(
+    CoordinationService* service, Replica* replica, grpc::CallbackServerContext* context,
+    const Request& request, Response* response,
+    absl::StatusOr<internal::Txn> (*admit)(Request, SessionId, int64_t, const pipeline::Limits&),
+    Extract extract) {
   if (!service->Enter()) return Refuse(context);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   SessionId session(request.session_id());
@@ -139,17 +137,17 @@ grpc::ServerUnaryReactor* UnaryWrite(CoordinationService* service, Replica* repl
     service->Exit();
     return reactor;
   }
-  replica->Submit(std::move(*txn), [service, reactor, context, response,
-                                    extract](internal::TxnResult result) {
-    if (result.has_error() && IsError(result.error())) {
-      int failed_op = result.has_multi() ? result.error().failed_op() : -1;
-      reactor->Finish(ToGrpcStatus(FromProto(result.error()), context, failed_op));
-    } else {
-      extract(&result, response);
-      reactor->Finish(grpc::Status::OK);
-    }
-    service->Exit();
-  });
+  replica->Submit(std::move(*txn),
+                  [service, reactor, context, response, extract](internal::TxnResult result) {
+                    if (result.has_error() && IsError(result.error())) {
+                      int failed_op = result.has_multi() ? result.error().failed_op() : -1;
+                      reactor->Finish(ToGrpcStatus(FromProto(result.error()), context, failed_op));
+                    } else {
+                      extract(&result, response);
+                      reactor->Finish(grpc::Status::OK);
+                    }
+                    service->Exit();
+                  });
   return reactor;
 }
 
@@ -290,8 +288,8 @@ class StreamState final : public pipeline::SessionSink,
           if (slot.state == SlotState::kNew) {
             // A write starts once the session is established (or fails at once when there is
             // none and nothing earlier could establish it); anything else waits for all before.
-            bool may_start = IsWrite(slot.request) ? (!session_.IsNone() || all_done_before)
-                                                   : all_done_before;
+            bool may_start =
+                IsWrite(slot.request) ? (!session_.IsNone() || all_done_before) : all_done_before;
             if (may_start) {
               slot.state = SlotState::kRunning;
               start = &slot;  // deque elements keep their address while others come and go
@@ -325,8 +323,7 @@ class StreamState final : public pipeline::SessionSink,
     }
     absl::Status status;
     if (session.IsNone()) {
-      status = MakeError(v1::SESSION_EXPIRED,
-                         "no session on this stream: send OpenSession first");
+      status = MakeError(v1::SESSION_EXPIRED, "no session on this stream: send OpenSession first");
     } else if (closed) {
       status = MakeError(v1::SESSION_EXPIRED,
                          absl::StrCat("session ", session.ToString(), " is closed"));
@@ -364,9 +361,9 @@ class StreamState final : public pipeline::SessionSink,
   void StartOpen(Slot* slot, SessionId current) {
     const v1::OpenSession& open = slot->request.open();
     if (!current.IsNone()) {
-      Complete(slot, MakeError(v1::INVALID_ARGUMENT,
-                               absl::StrCat("this stream already has session ",
-                                            current.ToString())));
+      Complete(slot,
+               MakeError(v1::INVALID_ARGUMENT,
+                         absl::StrCat("this stream already has session ", current.ToString())));
       return;
     }
     if (open.session_id() != 0) {
@@ -379,8 +376,8 @@ class StreamState final : public pipeline::SessionSink,
       Established(slot, id, std::move(*opened));
       return;
     }
-    replica_->OpenSession(open.timeout_ms(), [self = shared_from_this(), slot](
-                                                 absl::StatusOr<v1::SessionOpened> opened) {
+    replica_->OpenSession(open.timeout_ms(), [self = shared_from_this(),
+                                              slot](absl::StatusOr<v1::SessionOpened> opened) {
       if (!opened.ok()) {
         self->Complete(slot, opened.status());
       } else {
@@ -406,17 +403,17 @@ class StreamState final : public pipeline::SessionSink,
 
   void StartWrite(Slot* slot, SessionId session) {
     if (slot->request.has_close()) {
-      replica_->CloseSession(session, [self = shared_from_this(), slot](
-                                          internal::TxnResult result) {
-        v1::SessionResponse response;
-        if (result.has_error() && IsError(result.error())) {
-          *response.mutable_error() = std::move(*result.mutable_error());
-        } else {
-          response.mutable_closed();
-        }
-        self->Complete(slot, std::move(response));
-        self->Pump();
-      });
+      replica_->CloseSession(session,
+                             [self = shared_from_this(), slot](internal::TxnResult result) {
+                               v1::SessionResponse response;
+                               if (result.has_error() && IsError(result.error())) {
+                                 *response.mutable_error() = std::move(*result.mutable_error());
+                               } else {
+                                 response.mutable_closed();
+                               }
+                               self->Complete(slot, std::move(response));
+                               self->Pump();
+                             });
       return;
     }
     absl::StatusOr<internal::Txn> txn = Admit(slot->request, session, *replica_);
@@ -424,13 +421,13 @@ class StreamState final : public pipeline::SessionSink,
       Complete(slot, txn.status());
       return;
     }
-    replica_->Submit(std::move(*txn), [self = shared_from_this(), slot](
-                                          internal::TxnResult result) {
-      v1::SessionResponse response;
-      ToResponse(std::move(result), &response);
-      self->Complete(slot, std::move(response));
-      self->Pump();
-    });
+    replica_->Submit(std::move(*txn),
+                     [self = shared_from_this(), slot](internal::TxnResult result) {
+                       v1::SessionResponse response;
+                       ToResponse(std::move(result), &response);
+                       self->Complete(slot, std::move(response));
+                       self->Pump();
+                     });
   }
 
   void Complete(Slot* slot, const absl::Status& status) {
@@ -591,9 +588,7 @@ bool CoordinationService::Drain(absl::Duration timeout) {
                                "server is shutting down; resume the session on another member"));
   }
   absl::MutexLock lock(&streams_mu_);
-  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_) {
-    return unary_in_flight_ == 0;
-  };
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_) { return unary_in_flight_ == 0; };
   return streams_mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
 }
 
@@ -611,10 +606,9 @@ grpc::ServerUnaryReactor* CoordinationService::Create(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* CoordinationService::Set(grpc::CallbackServerContext* context,
                                                    const v1::SetRequest* request,
                                                    v1::SetResponse* response) {
-  return UnaryWrite(this, replica_, context, *request, response, &pipeline::AdmitSet,
-                    [](internal::TxnResult* r, v1::SetResponse* out) {
-                      *out = std::move(*r->mutable_set());
-                    });
+  return UnaryWrite(
+      this, replica_, context, *request, response, &pipeline::AdmitSet,
+      [](internal::TxnResult* r, v1::SetResponse* out) { *out = std::move(*r->mutable_set()); });
 }
 
 grpc::ServerUnaryReactor* CoordinationService::Delete(grpc::CallbackServerContext* context,
@@ -640,10 +634,9 @@ grpc::ServerUnaryReactor* CoordinationService::Get(grpc::CallbackServerContext* 
                                                    v1::GetResponse* response) {
   v1::SessionRequest wrapped;
   *wrapped.mutable_get() = *request;
-  return UnaryRead(this, replica_, context, std::move(wrapped), request->session_id(), response,
-                   [](v1::SessionResponse* r, v1::GetResponse* out) {
-                     *out = std::move(*r->mutable_get());
-                   });
+  return UnaryRead(
+      this, replica_, context, std::move(wrapped), request->session_id(), response,
+      [](v1::SessionResponse* r, v1::GetResponse* out) { *out = std::move(*r->mutable_get()); });
 }
 
 grpc::ServerUnaryReactor* CoordinationService::Exists(grpc::CallbackServerContext* context,
@@ -673,10 +666,9 @@ grpc::ServerUnaryReactor* CoordinationService::Sync(grpc::CallbackServerContext*
                                                     v1::SyncResponse* response) {
   v1::SessionRequest wrapped;
   *wrapped.mutable_sync() = *request;
-  return UnaryRead(this, replica_, context, std::move(wrapped), request->session_id(), response,
-                   [](v1::SessionResponse* r, v1::SyncResponse* out) {
-                     *out = std::move(*r->mutable_sync());
-                   });
+  return UnaryRead(
+      this, replica_, context, std::move(wrapped), request->session_id(), response,
+      [](v1::SessionResponse* r, v1::SyncResponse* out) { *out = std::move(*r->mutable_sync()); });
 }
 
 }  // namespace confab::rpc

@@ -40,7 +40,7 @@ bool SameStat(const v1::Stat& a, const v1::Stat& b) {
 }
 
 struct Acked {
-  v1::Stat stat;         // from the last acknowledged write of the path
+  v1::Stat stat;          // from the last acknowledged write of the path
   bool set_sent = false;  // a Set was sent (maybe applied without an acknowledgement)
   bool set_acked = false;
 };
@@ -134,8 +134,8 @@ TEST(DurabilityTest, AcknowledgedWritesSurviveKill9WithTheirStat) {
 TEST(DurabilityTest, SecondServerOnTheSameDataDirIsRefused) {
   auto server = StartServer();
   ASSERT_NE(server, nullptr);
-  std::string command = absl::StrCat(CONFABD_PATH, " --data-dir=", server->DataDir(0),
-                                     " --listen=127.0.0.1:0 2>&1");
+  std::string command =
+      absl::StrCat(CONFABD_PATH, " --data-dir=", server->DataDir(0), " --listen=127.0.0.1:0 2>&1");
   FILE* pipe = popen(command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
   std::string output;
@@ -172,8 +172,8 @@ TEST(DurabilityTest, SigtermDrainsAndExitsCleanly) {
 }
 
 TEST(DurabilityTest, BadFlagsAreAClearErrorNotACrash) {
-  for (const char* flags : {"--session-timeout-min-ms=0", "--no-such-flag=1",
-                            "--max-data-bytes=0", "--data-dir=/proc/no/such/dir"}) {
+  for (const char* flags : {"--session-timeout-min-ms=0", "--no-such-flag=1", "--max-data-bytes=0",
+                            "--data-dir=/proc/no/such/dir"}) {
     std::string command = absl::StrCat(CONFABD_PATH, " ", flags, " --listen=127.0.0.1:0 2>&1");
     FILE* pipe = popen(command.c_str(), "r");
     ASSERT_NE(pipe, nullptr);

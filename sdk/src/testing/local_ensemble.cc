@@ -126,10 +126,9 @@ absl::Status LocalEnsemble::Launch(int index) {
     }
     absl::SleepFor(absl::Milliseconds(10));
   }
-  return absl::DeadlineExceededError(absl::StrCat("confabd member ", index + 1,
-                                                  " did not start listening within ",
-                                                  absl::FormatDuration(options_.start_timeout),
-                                                  "; see ", member.log_file));
+  return absl::DeadlineExceededError(
+      absl::StrCat("confabd member ", index + 1, " did not start listening within ",
+                   absl::FormatDuration(options_.start_timeout), "; see ", member.log_file));
 }
 
 absl::Status LocalEnsemble::CheckMember(int member) const {
@@ -213,8 +212,9 @@ absl::Status LocalEnsemble::Wipe(int member) {
   if (members_[member].pid > 0) return absl::FailedPreconditionError("member is running");
   std::error_code error;
   std::filesystem::remove_all(members_[member].data_dir, error);
-  if (error) return absl::InternalError(absl::StrCat("remove ", members_[member].data_dir, ": ",
-                                                     error.message()));
+  if (error)
+    return absl::InternalError(
+        absl::StrCat("remove ", members_[member].data_dir, ": ", error.message()));
   return absl::OkStatus();
 }
 
