@@ -98,7 +98,7 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 
   absl::SetProgramUsageMessage(
-      "confabd: the Confab coordination server.\n"
+      "the Confab coordination server.\n"
       "  confabd [--data-dir DIR] [--listen HOST:PORT] [--config FILE.json] ...\n"
       "Standalone by default (an ensemble of one) on ./default.confab.");
   absl::FlagsUsageConfig usage;
