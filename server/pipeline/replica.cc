@@ -236,26 +236,19 @@ void Replica::ApplyLoop() {
 }
 
 void Replica::ApplyBatch(std::vector<Pending>* batch) {
-  std::vector<internal::TxnResult> results(batch->size());
   std::vector<tree::WatchTrigger> triggers;
   std::vector<watches::Delivery> deliveries;
-  std::vector<std::pair<SessionId, int32_t>> opened;
-  std::vector<SessionId> closed;
-  {
-    absl::MutexLock lock(&tree_mu_);
-    for (size_t i = 0; i < batch->size(); ++i) {
-      Pending& p = (*batch)[i];
+  for (Pending& p : *batch) {
+    internal::TxnResult result;
+    {
+      absl::MutexLock lock(&tree_mu_);
       triggers.clear();
-      tree_.Apply(p.zxid, p.txn, &results[i], &triggers);
-      bool ok = !results[i].has_error() || results[i].error().code() == v1::OK;
+      tree_.Apply(p.zxid, p.txn, &result, &triggers);
+      bool ok = !result.has_error() || result.error().code() == v1::OK;
       if (ok && p.txn.has_create_session()) {
-        opened.emplace_back(SessionId(p.txn.create_session().session_id()),
-                            p.txn.create_session().timeout_ms());
-      }
-      if (ok && p.txn.has_close_session()) {
-        SessionId id(p.txn.close_session().session_id());
-        closed.push_back(id);
-        watches_.RemoveSession(id);
+        absl::MutexLock tracker_lock(&tracker_mu_);
+        tracker_.Add(SessionId(p.txn.create_session().session_id()),
+                     p.txn.create_session().timeout_ms(), NowMs());
       }
       for (const tree::WatchTrigger& trigger : triggers) {
         deliveries.clear();
@@ -266,29 +259,25 @@ void Replica::ApplyBatch(std::vector<Pending>* batch) {
           DeliverLocked(d.session, std::move(message));
         }
       }
-      for (SessionId id : closed) {
+      if (ok && p.txn.has_close_session()) {
+        SessionId id(p.txn.close_session().session_id());
+        watches_.RemoveSession(id);
         v1::SessionResponse notice;
         ToProto(
             MakeError(v1::SESSION_EXPIRED, absl::StrCat("session ", id.ToString(), " is closed")),
             notice.mutable_error());
         DeliverLocked(id, std::move(notice));
-        absl::MutexLock sinks_lock(&sinks_mu_);
-        sinks_.erase(id);
-      }
-      if (!closed.empty()) {
+        {
+          absl::MutexLock sinks_lock(&sinks_mu_);
+          sinks_.erase(id);
+        }
         absl::MutexLock tracker_lock(&tracker_mu_);
-        for (SessionId id : closed) tracker_.Remove(id);
-        closed.clear();
+        tracker_.Remove(id);
       }
     }
-  }
-  if (!opened.empty()) {
-    absl::MutexLock lock(&tracker_mu_);
-    int64_t now = NowMs();
-    for (auto [id, timeout] : opened) tracker_.Add(id, timeout, now);
-  }
-  for (size_t i = 0; i < batch->size(); ++i) {
-    std::move((*batch)[i].done)(std::move(results[i]));
+    // Answered before the next transaction applies: a request this one's reply releases (a read
+    // queued behind it on the same session) sees exactly the state up to this zxid.
+    std::move(p.done)(std::move(result));
   }
   absl::MutexLock lock(&propose_mu_);
   applied_since_snapshot_ += batch->size();

@@ -9,8 +9,8 @@
 //
 // Threads: callers (gRPC threads) admit and submit; "confab-log" makes batches durable;
 // "confab-apply" applies them and replies; "confab-tick" expires sessions; "confab-snap" writes
-// snapshots. Lock order: tree_mu_ -> sinks_mu_ -> a sink's own lock; propose_mu_ and tracker_mu_
-// are never held while taking another lock of this class.
+// snapshots. Lock order: tree_mu_ -> sinks_mu_ -> a sink's own lock, and tree_mu_ -> tracker_mu_;
+// propose_mu_ is never held while taking another lock of this class.
 #ifndef CONFAB_SERVER_PIPELINE_REPLICA_H_
 #define CONFAB_SERVER_PIPELINE_REPLICA_H_
 
@@ -165,7 +165,7 @@ class Replica {
   mutable absl::Mutex sinks_mu_ ABSL_ACQUIRED_AFTER(tree_mu_);
   absl::flat_hash_map<SessionId, SinkState> sinks_ ABSL_GUARDED_BY(sinks_mu_);
 
-  mutable absl::Mutex tracker_mu_;
+  mutable absl::Mutex tracker_mu_ ABSL_ACQUIRED_AFTER(tree_mu_);
   sessions::SessionTracker tracker_ ABSL_GUARDED_BY(tracker_mu_);
 
   mutable absl::Mutex propose_mu_;
