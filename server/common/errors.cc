@@ -1,11 +1,15 @@
 #include "server/common/errors.h"
 
 #include <string>
+#include <utility>
+
+#include "absl/strings/numbers.h"
 
 namespace confab {
 namespace {
 
 constexpr absl::string_view kPayloadUrl = "type.confab.dev/confab.v1.ErrorCode";
+constexpr absl::string_view kFailedOpUrl = "type.confab.dev/confab.v1.Error.failed_op";
 
 }  // namespace
 
@@ -68,11 +72,30 @@ v1::ErrorCode ErrorCodeOf(const absl::Status& status) {
   }
 }
 
+absl::Status WithFailedOp(absl::Status status, int index) {
+  status.SetPayload(kFailedOpUrl, absl::Cord(std::to_string(index)));
+  return status;
+}
+
+int FailedOpOf(const absl::Status& status) {
+  int index;
+  if (auto payload = status.GetPayload(kFailedOpUrl);
+      payload && absl::SimpleAtoi(std::string(*payload), &index)) {
+    return index;
+  }
+  return -1;
+}
+
 void ToProto(const absl::Status& status, v1::Error* error) {
   error->set_code(ErrorCodeOf(status));
   error->set_message(std::string(status.message()));
+  error->set_failed_op(FailedOpOf(status));
 }
 
-absl::Status FromProto(const v1::Error& error) { return MakeError(error.code(), error.message()); }
+absl::Status FromProto(const v1::Error& error) {
+  absl::Status status = MakeError(error.code(), error.message());
+  if (status.ok() || error.failed_op() < 0) return status;
+  return WithFailedOp(std::move(status), error.failed_op());
+}
 
 }  // namespace confab

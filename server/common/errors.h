@@ -18,7 +18,12 @@ v1::ErrorCode ErrorCodeOf(const absl::Status& status);
 
 absl::StatusCode CanonicalCodeOf(v1::ErrorCode code);
 
-// Status <-> the wire Error message.
+// A Multi's failing op travels with its status: WithFailedOp marks it, FailedOpOf reads it (-1
+// when the status is not about one op of a Multi).
+absl::Status WithFailedOp(absl::Status status, int index);
+int FailedOpOf(const absl::Status& status);
+
+// Status <-> the wire Error message (code, message and failed_op).
 void ToProto(const absl::Status& status, v1::Error* error);
 absl::Status FromProto(const v1::Error& error);
 

@@ -131,7 +131,8 @@ absl::StatusOr<internal::Txn> AdmitMulti(v1::MultiRequest request, SessionId ses
   }
   for (int i = 0; i < request.ops_size(); ++i) {
     if (auto status = CheckOp(request.ops(i), session, limits); !status.ok()) {
-      return MakeError(ErrorCodeOf(status), absl::StrCat("multi op ", i, ": ", status.message()));
+      return WithFailedOp(
+          MakeError(ErrorCodeOf(status), absl::StrCat("multi op ", i, ": ", status.message())), i);
     }
   }
   internal::Txn txn = NewTxn(session, now_ms);

@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/common/errors.h"
+#include "server/common/stat_proto.h"
 #include "server/storage/snapshot.h"
 #include "spdlog/spdlog.h"
 
@@ -35,19 +36,6 @@ void FillOpened(SessionId id, int32_t timeout_ms, bool resumed, Zxid zxid,
   opened->set_timeout_ms(timeout_ms);
   opened->set_resumed(resumed);
   opened->set_zxid(zxid.ToInt());
-}
-
-void FillStat(const Stat& stat, v1::Stat* out) {
-  out->set_czxid(stat.czxid);
-  out->set_mzxid(stat.mzxid);
-  out->set_pzxid(stat.pzxid);
-  out->set_ctime(stat.ctime);
-  out->set_mtime(stat.mtime);
-  out->set_version(stat.version);
-  out->set_cversion(stat.cversion);
-  out->set_ephemeral_owner(stat.ephemeral_owner);
-  out->set_data_length(stat.data_length);
-  out->set_num_children(stat.num_children);
 }
 
 }  // namespace
@@ -244,6 +232,7 @@ void Replica::ApplyBatch(std::vector<Pending>* batch) {
       absl::MutexLock lock(&tree_mu_);
       triggers.clear();
       tree_.Apply(p.zxid, p.txn, &result, &triggers);
+      result.set_zxid(p.zxid.ToInt());
       bool ok = !result.has_error() || result.error().code() == v1::OK;
       if (ok && p.txn.has_create_session()) {
         absl::MutexLock tracker_lock(&tracker_mu_);
@@ -348,7 +337,7 @@ void Replica::OpenSession(int32_t requested_timeout_ms, OpenDone done) {
       return;
     }
     v1::SessionOpened opened;
-    FillOpened(id, timeout, /*resumed=*/false, Zxid(), &opened);
+    FillOpened(id, timeout, /*resumed=*/false, Zxid::FromInt(result.zxid()), &opened);
     std::move(done)(std::move(opened));
   });
 }
@@ -425,7 +414,7 @@ void Replica::Read(const v1::SessionRequest& request, SessionId session, ReadDel
       }
       v1::GetResponse* out = response.mutable_get();
       *out->mutable_data() = std::move(node->data);
-      FillStat(node->stat, out->mutable_stat());
+      ToProto(node->stat, out->mutable_stat());
       out->set_zxid(zxid.ToInt());
       deliver(std::move(response));
       break;
@@ -438,7 +427,7 @@ void Replica::Read(const v1::SessionRequest& request, SessionId session, ReadDel
       if (exists.watch()) watches_.Add(session, exists.path(), v1::DATA_WATCH);
       v1::ExistsResponse* out = response.mutable_exists();
       out->set_exists(stat.ok());
-      if (stat.ok()) FillStat(*stat, out->mutable_stat());
+      if (stat.ok()) ToProto(*stat, out->mutable_stat());
       out->set_zxid(zxid.ToInt());
       deliver(std::move(response));
       break;
@@ -455,7 +444,7 @@ void Replica::Read(const v1::SessionRequest& request, SessionId session, ReadDel
       if (get.watch()) watches_.Add(session, get.path(), v1::CHILD_WATCH);
       v1::GetChildrenResponse* out = response.mutable_get_children();
       for (std::string& child : children) out->add_children(std::move(child));
-      FillStat(stat, out->mutable_stat());
+      ToProto(stat, out->mutable_stat());
       out->set_zxid(zxid.ToInt());
       deliver(std::move(response));
       break;

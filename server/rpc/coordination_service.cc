@@ -23,11 +23,12 @@ grpc::StatusCode ToGrpcCode(absl::StatusCode code) {
   return static_cast<grpc::StatusCode>(static_cast<int>(code));
 }
 
-grpc::Status ToGrpcStatus(const absl::Status& status, grpc::CallbackServerContext* context,
-                          int failed_op = -1) {
+grpc::Status ToGrpcStatus(const absl::Status& status, grpc::CallbackServerContext* context) {
   if (status.ok()) return grpc::Status::OK;
   context->AddTrailingMetadata("confab-error-code", v1::ErrorCode_Name(ErrorCodeOf(status)));
-  if (failed_op >= 0) context->AddTrailingMetadata("confab-failed-op", std::to_string(failed_op));
+  if (int failed_op = FailedOpOf(status); failed_op >= 0) {
+    context->AddTrailingMetadata("confab-failed-op", std::to_string(failed_op));
+  }
   return grpc::Status(ToGrpcCode(status.code()), std::string(status.message()));
 }
 
@@ -140,8 +141,7 @@ grpc::ServerUnaryReactor* UnaryWrite(
   replica->Submit(std::move(*txn),
                   [service, reactor, context, response, extract](internal::TxnResult result) {
                     if (result.has_error() && IsError(result.error())) {
-                      int failed_op = result.has_multi() ? result.error().failed_op() : -1;
-                      reactor->Finish(ToGrpcStatus(FromProto(result.error()), context, failed_op));
+                      reactor->Finish(ToGrpcStatus(FromProto(result.error()), context));
                     } else {
                       extract(&result, response);
                       reactor->Finish(grpc::Status::OK);
@@ -409,7 +409,7 @@ class StreamState final : public pipeline::SessionSink,
                                if (result.has_error() && IsError(result.error())) {
                                  *response.mutable_error() = std::move(*result.mutable_error());
                                } else {
-                                 response.mutable_closed();
+                                 response.mutable_closed()->set_zxid(result.zxid());
                                }
                                self->Complete(slot, std::move(response));
                                self->Pump();

@@ -5,26 +5,9 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "server/common/check.h"
 
 namespace confab::sessions {
-namespace {
-
-[[noreturn]] void CheckFailed(const char* file, int line, const char* condition,
-                              const std::string& detail) {
-  std::fprintf(stderr, "%s:%d: CHECK failed: %s %s\n", file, line, condition, detail.c_str());
-  std::fflush(stderr);
-  std::abort();
-}
-
-#define CONFAB_CHECK(condition, ...)                                          \
-  do {                                                                        \
-    if (!(condition)) {                                                       \
-      CheckFailed(__FILE__, __LINE__, #condition, absl::StrCat(__VA_ARGS__)); \
-    }                                                                         \
-  } while (false)
-
-}  // namespace
-
 // As ZooKeeper's ExpiryQueue.roundToNextInterval: the first tick boundary strictly after `ms`,
 // so a session never expires before its timeout has passed.
 int64_t SessionTracker::RoundUpToTick(int64_t ms) const {

@@ -8,16 +8,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/common/check.h"
 
 // A broken invariant is a bug: crash with the values that broke it.
-#define LOG_WRITER_CHECK(cond, ...)                                                        \
-  do {                                                                                     \
-    if (!(cond)) {                                                                         \
-      std::fprintf(stderr, "%s:%d: invariant broken: %s: %s\n", __FILE__, __LINE__, #cond, \
-                   absl::StrCat(__VA_ARGS__).c_str());                                     \
-      std::abort();                                                                        \
-    }                                                                                      \
-  } while (0)
 
 namespace confab::storage {
 
@@ -37,8 +30,8 @@ void LogWriter::Enqueue(Zxid zxid, std::string payload) {
   absl::MutexLock lock(&mu_);
   // Nothing enqueued now can be reported durable: the record is dropped, never acknowledged.
   if (failed_ || stopping_) return;
-  LOG_WRITER_CHECK(zxid > enqueued_, "enqueued zxid ", zxid.ToString(), " after ",
-                   enqueued_.ToString());
+  CONFAB_CHECK(zxid > enqueued_, "enqueued zxid ", zxid.ToString(), " after ",
+               enqueued_.ToString());
   queue_bytes_ += payload.size();
   queue_.emplace_back(zxid, std::move(payload));
   enqueued_ = zxid;
@@ -152,8 +145,8 @@ void LogWriter::Run() {
     const Zxid last = batch.back().first;
     {
       absl::MutexLock lock(&mu_);
-      LOG_WRITER_CHECK(last > durable_, "durable zxid ", last.ToString(), " after ",
-                       durable_.ToString());
+      CONFAB_CHECK(last > durable_, "durable zxid ", last.ToString(), " after ",
+                   durable_.ToString());
       durable_ = last;
       ++stats_.batches;
       stats_.records += batch.size();

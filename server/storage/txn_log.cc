@@ -13,18 +13,11 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/common/check.h"
 #include "server/common/errors.h"
 #include "server/storage/durable_file.h"
 
 // A broken invariant is a bug: crash with the values that broke it.
-#define TXN_LOG_CHECK(cond, ...)                                                           \
-  do {                                                                                     \
-    if (!(cond)) {                                                                         \
-      std::fprintf(stderr, "%s:%d: invariant broken: %s: %s\n", __FILE__, __LINE__, #cond, \
-                   absl::StrCat(__VA_ARGS__).c_str());                                     \
-      std::abort();                                                                        \
-    }                                                                                      \
-  } while (0)
 
 namespace confab::storage {
 namespace {
@@ -169,8 +162,8 @@ std::optional<LaterRecords> FindValidRecordAfter(absl::string_view contents, siz
 absl::StatusOr<std::unique_ptr<TxnLog>> TxnLog::Open(const std::string& dir,
                                                      const LogOptions& options,
                                                      LogRecoveryReport* report) {
-  TXN_LOG_CHECK(options.record_bytes_max > 0 && options.segment_bytes_max > 0, "record_bytes_max ",
-                options.record_bytes_max, " segment_bytes_max ", options.segment_bytes_max);
+  CONFAB_CHECK(options.record_bytes_max > 0 && options.segment_bytes_max > 0, "record_bytes_max ",
+               options.record_bytes_max, " segment_bytes_max ", options.segment_bytes_max);
   if (absl::Status s = MakeDirectoryDurably(dir); !s.ok()) return s;
   LogRecoveryReport unused;
   if (report == nullptr) report = &unused;
@@ -429,8 +422,8 @@ absl::Status TxnLog::ReadAfter(Zxid after, const RecordVisitor& visit) const {
   }
   for (absl::string_view rest = buffer_; !rest.empty();) {
     const ParsedRecord r = ParseRecord(rest, options_.record_bytes_max);
-    TXN_LOG_CHECK(r.state == RecordState::kValid, "unparsable buffered record, zxid field ",
-                  r.zxid.ToString());
+    CONFAB_CHECK(r.state == RecordState::kValid, "unparsable buffered record, zxid field ",
+                 r.zxid.ToString());
     if (r.zxid > after) {
       if (absl::Status s = visit(r.zxid, r.payload); !s.ok()) return s;
     }
@@ -448,7 +441,7 @@ absl::Status TxnLog::TruncateAfter(Zxid zxid) {
     for (;;) {
       const ParsedRecord r =
           ParseRecord(absl::string_view(buffer_).substr(keep), options_.record_bytes_max);
-      TXN_LOG_CHECK(r.state == RecordState::kValid, "unparsable buffered record at ", keep);
+      CONFAB_CHECK(r.state == RecordState::kValid, "unparsable buffered record at ", keep);
       if (r.zxid > zxid) break;
       last_zxid_ = r.zxid;
       keep += r.size;
@@ -483,8 +476,8 @@ absl::Status TxnLog::TruncateAfter(Zxid zxid) {
     return absl::OkStatus();
   });
   if (!s.ok()) return Fail(s);
-  TXN_LOG_CHECK(!kept.IsZero(), "segment ", segment.path, " starting at ",
-                segment.first_zxid.ToString(), " kept nothing at or below ", zxid.ToString());
+  CONFAB_CHECK(!kept.IsZero(), "segment ", segment.path, " starting at ",
+               segment.first_zxid.ToString(), " kept nothing at or below ", zxid.ToString());
   if (fd_ < 0) {
     fd_ = ::open(segment.path.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd_ < 0) return Fail(ErrnoError("open for append", segment.path, errno));

@@ -7,8 +7,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/common/check.h"
 #include "server/common/errors.h"
 #include "server/common/path.h"
+#include "server/common/stat_proto.h"
 
 #define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
 #include <xxhash.h>
@@ -16,20 +18,7 @@
 namespace confab::tree {
 namespace {
 
-[[noreturn]] void CheckFailed(const char* file, int line, const char* condition,
-                              const std::string& detail) {
-  std::fprintf(stderr, "%s:%d: CHECK failed: %s %s\n", file, line, condition, detail.c_str());
-  std::fflush(stderr);
-  std::abort();
-}
-
 // A broken invariant is a bug: crash with the values that show it.
-#define CONFAB_CHECK(condition, ...)                                          \
-  do {                                                                        \
-    if (!(condition)) {                                                       \
-      CheckFailed(__FILE__, __LINE__, #condition, absl::StrCat(__VA_ARGS__)); \
-    }                                                                         \
-  } while (false)
 
 // What a node costs besides its path and data: list node, index slot, stat (an estimate).
 constexpr size_t kNodeOverheadBytes = 160;
@@ -87,19 +76,6 @@ uint64_t SessionHash(SessionId id, int32_t timeout_ms) {
   h.Int(id.value());
   h.Int(timeout_ms);
   return h.Digest();
-}
-
-void ToProto(const Stat& stat, v1::Stat* out) {
-  out->set_czxid(stat.czxid);
-  out->set_mzxid(stat.mzxid);
-  out->set_pzxid(stat.pzxid);
-  out->set_ctime(stat.ctime);
-  out->set_mtime(stat.mtime);
-  out->set_version(stat.version);
-  out->set_cversion(stat.cversion);
-  out->set_ephemeral_owner(stat.ephemeral_owner);
-  out->set_data_length(stat.data_length);
-  out->set_num_children(stat.num_children);
 }
 
 absl::Status NoNode(absl::string_view path) {

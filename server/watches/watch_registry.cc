@@ -5,24 +5,11 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "server/common/check.h"
 #include "server/common/path.h"
 
 namespace confab::watches {
 namespace {
-
-[[noreturn]] void CheckFailed(const char* file, int line, const char* condition,
-                              const std::string& detail) {
-  std::fprintf(stderr, "%s:%d: CHECK failed: %s %s\n", file, line, condition, detail.c_str());
-  std::fflush(stderr);
-  std::abort();
-}
-
-#define CONFAB_CHECK(condition, ...)                                          \
-  do {                                                                        \
-    if (!(condition)) {                                                       \
-      CheckFailed(__FILE__, __LINE__, #condition, absl::StrCat(__VA_ARGS__)); \
-    }                                                                         \
-  } while (false)
 
 int KindIndex(v1::WatchKind kind) {
   const int index = static_cast<int>(kind);

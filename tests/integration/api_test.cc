@@ -143,8 +143,8 @@ TEST_F(ApiTest, SequentialSuffixComesFromTheParentCversion) {
 
   auto children = client_->GetChildren(P("q"));
   ASSERT_TRUE(children.ok());
-  EXPECT_THAT(children->children(), ElementsAre("0000000005", "job-0000000000", "job-0000000001",
-                                                "job-0000000004"));
+  EXPECT_THAT(children->children(),
+              ElementsAre("0000000005", "job-0000000000", "job-0000000001", "job-0000000004"));
 }
 
 TEST_F(ApiTest, EphemeralWithoutSessionIsInvalidArgument) {
@@ -534,10 +534,25 @@ TEST_F(ApiTest, SyncCoversTheLastWrite) {
 // ---- Validation ---------------------------------------------------------------------------
 
 std::vector<std::string> BadPaths() {
-  return {"",          "a",        "a/b",        "/a/",           "//",
-          "//a",       "/a//b",    "/./a",       "/a/.",          "/a/./b",
-          "/..",       "/a/..",    "/../a",      "/a/../b",       std::string("/a\x01z"),
-          "/a\nb",     "/tab\t",   "/del\x7f",   std::string("/nul\0x", 6),
+  return {"",
+          "a",
+          "a/b",
+          "/a/",
+          "//",
+          "//a",
+          "/a//b",
+          "/./a",
+          "/a/.",
+          "/a/./b",
+          "/..",
+          "/a/..",
+          "/../a",
+          "/a/../b",
+          std::string("/a\x01z"),
+          "/a\nb",
+          "/tab\t",
+          "/del\x7f",
+          std::string("/nul\0x", 6),
           absl::StrCat("/", std::string(4096, 'x'))};
 }
 
@@ -664,8 +679,8 @@ TEST_F(ApiTest, UnaryWritesWithALiveSessionWork) {
   SessionClient session(server_->Endpoint(0));
   ASSERT_TRUE(session.Open(10000).has_opened());
   const int64_t id = session.session_id();
-  auto multi = client_->Multi({op::Create(P("m-eph"), "", v1::EPHEMERAL), op::Create(P("m-per"))},
-                              id);
+  auto multi =
+      client_->Multi({op::Create(P("m-eph"), "", v1::EPHEMERAL), op::Create(P("m-per"))}, id);
   ASSERT_TRUE(multi.ok()) << multi.Describe();
   EXPECT_EQ(multi->results(0).create().stat().ephemeral_owner(), id);
   EXPECT_EQ(multi->results(1).create().stat().ephemeral_owner(), 0);

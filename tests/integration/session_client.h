@@ -28,6 +28,7 @@
 #include "confab/v1/coordination.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "unary_client.h"
 
 namespace confab::itest {
 
@@ -136,8 +137,7 @@ class SessionClient {
     const v1::WatchEvent& event() const { return message.event(); }
   };
 
-  explicit SessionClient(const std::string& endpoint)
-      : SessionClient(grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials())) {}
+  explicit SessionClient(const std::string& endpoint) : SessionClient(NewChannel(endpoint)) {}
 
   explicit SessionClient(std::shared_ptr<grpc::Channel> channel)
       : stub_(v1::Coordination::NewStub(std::move(channel))) {

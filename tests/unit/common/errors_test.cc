@@ -25,5 +25,18 @@ TEST(ErrorsTest, OkAndPlainStatuses) {
   EXPECT_EQ(ErrorCodeOf(absl::InternalError("x")), v1::INTERNAL);
 }
 
+TEST(ErrorsTest, FailedOpTravelsWithTheStatusAndTheProto) {
+  absl::Status status = WithFailedOp(MakeError(v1::NO_NODE, "multi op 2: no /a"), 2);
+  EXPECT_EQ(FailedOpOf(status), 2);
+  EXPECT_EQ(ErrorCodeOf(status), v1::NO_NODE);
+  v1::Error proto;
+  ToProto(status, &proto);
+  EXPECT_EQ(proto.failed_op(), 2);
+  EXPECT_EQ(FailedOpOf(FromProto(proto)), 2);
+  ToProto(MakeError(v1::NO_NODE, "no /a"), &proto);
+  EXPECT_EQ(proto.failed_op(), -1);
+  EXPECT_EQ(FailedOpOf(FromProto(proto)), -1);
+}
+
 }  // namespace
 }  // namespace confab
