@@ -16,6 +16,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "session_client.h"
+#include "test_server.h"
 #include "unary_client.h"
 
 namespace confab {
@@ -47,12 +48,7 @@ void ExpectError(const Reply<Response>& reply, grpc::StatusCode status, v1::Erro
 class ApiTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    testing::LocalEnsembleOptions options;
-    options.confabd_path = CONFABD_PATH;
-    options.extra_flags = {absl::StrCat("--max-data-bytes=", kMaxDataBytes)};
-    auto started = testing::LocalEnsemble::Start(options);
-    ASSERT_TRUE(started.ok()) << started.status();
-    server_ = std::move(*started).release();
+    server_ = itest::StartConfabd({absl::StrCat("--max-data-bytes=", kMaxDataBytes)}).release();
   }
   static void TearDownTestSuite() {
     delete server_;
@@ -63,7 +59,7 @@ class ApiTest : public ::testing::Test {
     ASSERT_NE(server_, nullptr);
     client_ = std::make_unique<UnaryClient>(server_->Endpoint(0));
     // Each test works under its own node.
-    root_ = absl::StrCat("/", ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    root_ = itest::TestRoot();
     auto created = client_->Create(root_);
     ASSERT_TRUE(created.ok()) << created.Describe();
   }

@@ -14,21 +14,11 @@
 #include "confab/v1/coordination.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "test_server.h"
 
 namespace confab {
 namespace {
 
-using testing::LocalEnsemble;
-using testing::LocalEnsembleOptions;
-
-std::unique_ptr<LocalEnsemble> StartServer(std::vector<std::string> flags = {}) {
-  LocalEnsembleOptions options;
-  options.confabd_path = CONFABD_PATH;
-  options.extra_flags = std::move(flags);
-  auto ensemble = LocalEnsemble::Start(options);
-  EXPECT_TRUE(ensemble.ok()) << ensemble.status();
-  return ensemble.ok() ? std::move(*ensemble) : nullptr;
-}
 
 std::unique_ptr<v1::Coordination::Stub> Connect(const std::string& endpoint) {
   return v1::Coordination::NewStub(
@@ -46,7 +36,7 @@ int RunConfabd(const std::string& args, std::string* output) {
 }
 
 TEST(ConfabdProcessTest, SecondServerOnTheSameDataDirIsRefused) {
-  auto server = StartServer();
+  auto server = itest::StartConfabd();
   ASSERT_NE(server, nullptr);
   std::string output;
   int status =
@@ -56,7 +46,7 @@ TEST(ConfabdProcessTest, SecondServerOnTheSameDataDirIsRefused) {
 }
 
 TEST(ConfabdProcessTest, SigtermDrainsAndExitsCleanly) {
-  auto server = StartServer();
+  auto server = itest::StartConfabd();
   ASSERT_NE(server, nullptr);
   auto stub = Connect(server->Endpoint(0));
   for (int i = 0; i < 50; ++i) {
@@ -100,7 +90,7 @@ TEST(ConfabdProcessTest, ConfigFileSetsFlagsAndTheCommandLineWins) {
     config << R"({"data-dir": ")" << dir << R"(/data", "max_data_bytes": 10, "listen": "bad"})";
   }
   // "listen" from the file is bad, the command line's wins; max_data_bytes from the file holds.
-  auto server = StartServer({"--config=" + dir + "/confabd.json"});
+  auto server = itest::StartConfabd({"--config=" + dir + "/confabd.json"});
   ASSERT_NE(server, nullptr);
   auto stub = Connect(server->Endpoint(0));
   grpc::ClientContext context;

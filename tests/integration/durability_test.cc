@@ -16,21 +16,11 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "test_server.h"
 
 namespace confab {
 namespace {
 
-using testing::LocalEnsemble;
-using testing::LocalEnsembleOptions;
-
-std::unique_ptr<LocalEnsemble> StartServer(std::vector<std::string> flags = {}) {
-  LocalEnsembleOptions options;
-  options.confabd_path = CONFABD_PATH;
-  options.extra_flags = std::move(flags);
-  auto ensemble = LocalEnsemble::Start(options);
-  EXPECT_TRUE(ensemble.ok()) << ensemble.status();
-  return ensemble.ok() ? std::move(*ensemble) : nullptr;
-}
 
 std::unique_ptr<v1::Coordination::Stub> Connect(const std::string& endpoint) {
   return v1::Coordination::NewStub(
@@ -49,7 +39,7 @@ struct Acked {
 
 TEST(DurabilityTest, AcknowledgedWritesSurviveKill9WithTheirStat) {
   // Small snapshot interval so recovery uses a snapshot plus the log tail.
-  auto server = StartServer({"--snapshot-every-txns=700"});
+  auto server = itest::StartConfabd({"--snapshot-every-txns=700"});
   ASSERT_NE(server, nullptr);
   {
     auto stub = Connect(server->Endpoint(0));
@@ -134,7 +124,7 @@ TEST(DurabilityTest, AcknowledgedWritesSurviveKill9WithTheirStat) {
 }
 
 TEST(DurabilityTest, TornLogTailIsTruncatedAndCorruptionBeforeItIsRefused) {
-  auto server = StartServer({"--snapshot-every-txns=0"});
+  auto server = itest::StartConfabd({"--snapshot-every-txns=0"});
   ASSERT_NE(server, nullptr);
   {
     auto stub = Connect(server->Endpoint(0));

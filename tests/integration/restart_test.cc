@@ -13,6 +13,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "session_client.h"
+#include "test_server.h"
 #include "unary_client.h"
 
 namespace confab {
@@ -30,12 +31,8 @@ constexpr int32_t kShortTimeoutMs = 1000;
 class RestartTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    testing::LocalEnsembleOptions options;
-    options.confabd_path = CONFABD_PATH;
-    options.extra_flags = {"--session-timeout-min-ms=500", "--tick-ms=50"};
-    auto started = testing::LocalEnsemble::Start(options);
-    ASSERT_TRUE(started.ok()) << started.status();
-    server_ = std::move(*started);
+    server_ = itest::StartConfabd({"--session-timeout-min-ms=500", "--tick-ms=50"});
+    ASSERT_NE(server_, nullptr);
   }
 
   std::string Endpoint() const { return server_->Endpoint(0); }

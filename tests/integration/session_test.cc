@@ -21,6 +21,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "session_client.h"
+#include "test_server.h"
 #include "unary_client.h"
 
 namespace confab {
@@ -81,13 +82,9 @@ void ExpectStreamError(const v1::SessionResponse& response, v1::ErrorCode code) 
 class SessionTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    testing::LocalEnsembleOptions options;
-    options.confabd_path = CONFABD_PATH;
-    options.extra_flags = {absl::StrCat("--session-timeout-min-ms=", kMinTimeoutMs),
-                           "--tick-ms=50"};
-    auto started = testing::LocalEnsemble::Start(options);
-    ASSERT_TRUE(started.ok()) << started.status();
-    server_ = std::move(*started).release();
+    server_ = itest::StartConfabd(
+                  {absl::StrCat("--session-timeout-min-ms=", kMinTimeoutMs), "--tick-ms=50"})
+                  .release();
   }
   static void TearDownTestSuite() {
     delete server_;
@@ -97,7 +94,7 @@ class SessionTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_NE(server_, nullptr);
     unary_ = std::make_unique<UnaryClient>(server_->Endpoint(0));
-    root_ = absl::StrCat("/", ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    root_ = itest::TestRoot();
     auto created = unary_->Create(root_);
     ASSERT_TRUE(created.ok()) << created.Describe();
   }
