@@ -42,6 +42,8 @@ ABSL_FLAG(uint64_t, snapshot_every_txns, 100000,
 ABSL_FLAG(uint32_t, snapshots_kept, 3, "Snapshots kept on disk (the log is kept from the oldest)");
 ABSL_FLAG(uint64_t, max_data_bytes, 1 << 20, "Largest data of one node, in bytes");
 ABSL_FLAG(uint64_t, max_txn_bytes, 4 << 20, "Largest transaction (e.g. a Multi), in bytes");
+ABSL_FLAG(uint64_t, watch_history_events, 100000,
+          "Recent changes remembered so that watches re-added from a zxid miss nothing");
 ABSL_FLAG(std::string, log_level, "info", "Log level: trace, debug, info, warn, error");
 
 namespace {
@@ -130,6 +132,7 @@ int main(int argc, char** argv) {
   options.snapshots_kept = absl::GetFlag(FLAGS_snapshots_kept);
   options.limits.data_bytes_max = absl::GetFlag(FLAGS_max_data_bytes);
   options.limits.txn_bytes_max = absl::GetFlag(FLAGS_max_txn_bytes);
+  options.watch_history_events = absl::GetFlag(FLAGS_watch_history_events);
 
   spdlog::info("confabd {} starting: data dir {}", kVersion, options.data_dir);
   auto replica = confab::pipeline::Replica::Open(options);

@@ -40,7 +40,10 @@ void FillOpened(SessionId id, int32_t timeout_ms, bool resumed, Zxid zxid,
 
 }  // namespace
 
-Replica::Replica(const ReplicaOptions& options) : options_(options), tracker_(options.tick_ms) {}
+Replica::Replica(const ReplicaOptions& options)
+    : options_(options),
+      history_(options.watch_history_events, Zxid()),
+      tracker_(options.tick_ms) {}
 
 Replica::~Replica() { Shutdown(); }
 
@@ -74,6 +77,10 @@ absl::Status Replica::Recover() {
         "); refusing to start from the log alone, which may have been purged up to them"));
   }
 
+  // Changes replayed from the log are remembered too: a client resuming after a restart gets
+  // what it missed.
+  history_ = watches::ChangeHistory(options_.watch_history_events, tree_.last_applied());
+
   auto log = storage::TxnLog::Open(data_dir_->log_dir(), options_.log, &recovery_.log);
   if (!log.ok()) return log.status();
   recovered_log_ = std::move(*log);
@@ -100,6 +107,7 @@ absl::Status Replica::Recover() {
         internal::TxnResult result;
         triggers.clear();
         tree_.Apply(zxid, txn, &result, &triggers);
+        for (const tree::WatchTrigger& trigger : triggers) history_.Record(zxid, trigger);
         ++recovery_.log_records_replayed;
         return absl::OkStatus();
       });
@@ -240,6 +248,7 @@ void Replica::ApplyBatch(std::vector<Pending>* batch) {
                      p.txn.create_session().timeout_ms(), NowMs());
       }
       for (const tree::WatchTrigger& trigger : triggers) {
+        history_.Record(p.zxid, trigger);
         deliveries.clear();
         watches_.Trigger(trigger, p.zxid, &deliveries);
         for (watches::Delivery& d : deliveries) {
@@ -343,12 +352,19 @@ void Replica::OpenSession(int32_t requested_timeout_ms, OpenDone done) {
 }
 
 absl::StatusOr<v1::SessionOpened> Replica::ResumeSession(SessionId id) {
-  absl::ReaderMutexLock lock(&tree_mu_);
+  absl::MutexLock lock(&tree_mu_);
   for (const tree::SessionInfo& session : tree_.Sessions()) {
     if (session.id != id) continue;
     {
       absl::MutexLock tracker_lock(&tracker_mu_);
       if (!tracker_.Touch(id, NowMs())) break;  // expired, its close is on the way
+    }
+    // Watches belong to a stream: what was registered or queued for the old one goes, and the
+    // client re-adds its watches from the last zxid it saw (AddWatch start_zxid).
+    watches_.RemoveSession(id);
+    {
+      absl::MutexLock sinks_lock(&sinks_mu_);
+      sinks_[id].queued.clear();
     }
     v1::SessionOpened opened;
     FillOpened(id, session.timeout_ms, /*resumed=*/true, tree_.last_applied(), &opened);
@@ -456,15 +472,28 @@ void Replica::Read(const v1::SessionRequest& request, SessionId session, ReadDel
       break;
     case v1::SessionRequest::kAddWatch: {
       const v1::AddWatchRequest& add = request.add_watch();
-      if (add.kind() != v1::PERSISTENT_WATCH && add.kind() != v1::PERSISTENT_RECURSIVE_WATCH) {
+      if (!v1::WatchKind_IsValid(add.kind())) {
         fail(MakeError(v1::INVALID_ARGUMENT,
-                       absl::StrCat("AddWatch on ", add.path(),
-                                    " takes PERSISTENT_WATCH or PERSISTENT_RECURSIVE_WATCH, not ",
-                                    v1::WatchKind_Name(add.kind()))));
+                       absl::StrCat("AddWatch on ", add.path(), ": unknown kind ", add.kind())));
         break;
       }
-      watches_.Add(session, add.path(), add.kind());
+      bool complete = true;
+      bool fired = false;
+      if (add.start_zxid() != 0) {
+        // What the watch would have seen since start_zxid comes first, in order.
+        std::vector<v1::WatchEvent> missed;
+        complete = history_.Since(Zxid::FromInt(add.start_zxid()), add.path(), add.kind(), &missed);
+        bool one_shot = add.kind() == v1::DATA_WATCH || add.kind() == v1::CHILD_WATCH;
+        fired = one_shot && !missed.empty();
+        for (v1::WatchEvent& event : missed) {
+          v1::SessionResponse message;
+          *message.mutable_event() = std::move(event);
+          deliver(std::move(message));
+        }
+      }
+      if (!fired) watches_.Add(session, add.path(), add.kind());
       response.mutable_add_watch()->set_zxid(zxid.ToInt());
+      response.mutable_add_watch()->set_events_missed(!complete);
       deliver(std::move(response));
       break;
     }

@@ -37,6 +37,7 @@
 #include "server/storage/log_writer.h"
 #include "server/storage/txn_log.h"
 #include "server/tree/data_tree.h"
+#include "server/watches/change_history.h"
 #include "server/watches/watch_registry.h"
 
 namespace confab::pipeline {
@@ -49,7 +50,8 @@ struct ReplicaOptions {
   int64_t tick_ms = 100;                   // session expiry granularity
   uint64_t snapshot_every_txns = 100'000;  // a snapshot after this many applied transactions
   size_t snapshots_kept = 3;
-  size_t detached_events_max = 10'000;  // events kept for a session with no stream attached
+  size_t detached_events_max = 10'000;   // events kept for a session with no stream attached
+  size_t watch_history_events = 100'000;  // recent changes kept for watches resumed by zxid
   uint8_t member_id = 0;                // high byte of the session ids this member hands out
   storage::LogOptions log;
 };
@@ -96,6 +98,8 @@ class Replica {
   // SESSION_EXPIRED unless `id` is open; otherwise pushes its expiry out.
   absl::Status TouchSession(SessionId id);
   void OpenSession(int32_t requested_timeout_ms, OpenDone done);
+  // Resumes an open session. Its watches (and events queued for it) are dropped: the client
+  // re-adds them with AddWatch from the last zxid it saw, which replays what it missed.
   absl::StatusOr<v1::SessionOpened> ResumeSession(SessionId id);
   void CloseSession(SessionId id, WriteDone done);
   // Attaches a stream's sink to an open session, replacing any other; events queued while no
@@ -161,6 +165,7 @@ class Replica {
   mutable absl::Mutex tree_mu_;
   tree::DataTree tree_ ABSL_GUARDED_BY(tree_mu_);
   watches::WatchRegistry watches_ ABSL_GUARDED_BY(tree_mu_);
+  watches::ChangeHistory history_ ABSL_GUARDED_BY(tree_mu_);
 
   mutable absl::Mutex sinks_mu_ ABSL_ACQUIRED_AFTER(tree_mu_);
   absl::flat_hash_map<SessionId, SinkState> sinks_ ABSL_GUARDED_BY(sinks_mu_);

@@ -352,6 +352,10 @@ class StreamState final : public pipeline::SessionSink,
     // outbox under the replica's read lock, ahead of events of later changes.
     replica_->Read(request, session, [&](v1::SessionResponse response) {
       absl::MutexLock lock(&mu_);
+      if (response.has_event()) {  // replayed for AddWatch(start_zxid): ahead of its response
+        if (!broken_) outbox_.push_back(std::move(response));
+        return;
+      }
       slot->state = SlotState::kDone;
       slot->response = std::move(response);
       EmitDoneLocked();

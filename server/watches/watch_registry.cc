@@ -19,6 +19,23 @@ int KindIndex(v1::WatchKind kind) {
 
 }  // namespace
 
+bool Matches(v1::WatchKind kind, absl::string_view watch_path, const tree::WatchTrigger& trigger) {
+  const bool at_path = trigger.path == watch_path;
+  switch (kind) {
+    case v1::DATA_WATCH:
+      return at_path && trigger.type != v1::NODE_CHILDREN_CHANGED;
+    case v1::CHILD_WATCH:
+      return at_path &&
+             (trigger.type == v1::NODE_CHILDREN_CHANGED || trigger.type == v1::NODE_DELETED);
+    case v1::PERSISTENT_WATCH:
+      return at_path;
+    case v1::PERSISTENT_RECURSIVE_WATCH:
+      return trigger.type != v1::NODE_CHILDREN_CHANGED && IsInSubtree(trigger.path, watch_path);
+    default:
+      return false;
+  }
+}
+
 void WatchRegistry::Add(SessionId session, absl::string_view path, v1::WatchKind kind) {
   const int k = KindIndex(kind);
   by_kind_[k][path].insert(session);

@@ -27,6 +27,10 @@
 
 namespace confab::watches {
 
+// True if a watch of `kind` on `watch_path` is told of `trigger` (the semantics above). The
+// registry's table lookups and the change history's replay both follow it.
+bool Matches(v1::WatchKind kind, absl::string_view watch_path, const tree::WatchTrigger& trigger);
+
 struct Delivery {
   SessionId session;
   v1::WatchEvent event;

@@ -21,7 +21,6 @@
 namespace confab {
 namespace {
 
-
 std::unique_ptr<v1::Coordination::Stub> Connect(const std::string& endpoint) {
   return v1::Coordination::NewStub(
       grpc::CreateChannel(endpoint, grpc::InsecureChannelCredentials()));

@@ -100,10 +100,12 @@ inline v1::SessionRequest Sync(absl::string_view path = "") {
   r.mutable_sync()->set_path(std::string(path));
   return r;
 }
-inline v1::SessionRequest AddWatch(absl::string_view path, v1::WatchKind kind) {
+inline v1::SessionRequest AddWatch(absl::string_view path, v1::WatchKind kind,
+                                   int64_t start_zxid = 0) {
   v1::SessionRequest r;
   r.mutable_add_watch()->set_path(std::string(path));
   r.mutable_add_watch()->set_kind(kind);
+  r.mutable_add_watch()->set_start_zxid(start_zxid);
   return r;
 }
 inline v1::SessionRequest RemoveWatch(absl::string_view path, v1::WatchKind kind) {

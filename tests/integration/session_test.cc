@@ -558,9 +558,15 @@ TEST_F(SessionTest, RemoveWatchStopsEvents) {
   ASSERT_TRUE(unary_->Create(P("n/c")).ok());
   EXPECT_THAT(Summary(s->SettleEvents()), ElementsAre());
 
-  // AddWatch takes only the persistent kinds, and a valid path.
-  ExpectStreamError(s->Call(req::AddWatch(P("n"), v1::DATA_WATCH)), v1::INVALID_ARGUMENT);
-  ExpectStreamError(s->Call(req::AddWatch(P("n"), v1::CHILD_WATCH)), v1::INVALID_ARGUMENT);
+  // AddWatch takes every kind (one-shot ones fire once), and a valid path.
+  ExpectOk(s->Call(req::AddWatch(P("n"), v1::DATA_WATCH)));
+  auto set3 = unary_->Set(P("n"), "z");
+  ASSERT_TRUE(set3.ok());
+  ASSERT_TRUE(unary_->Set(P("n"), "zz").ok());
+  EXPECT_THAT(Summary(s->SettleEvents()),
+              ElementsAre(Ev(v1::NODE_DATA_CHANGED, P("n"), set3->zxid())));
+  ExpectStreamError(s->Call(req::AddWatch(P("n"), static_cast<v1::WatchKind>(9))),
+                    v1::INVALID_ARGUMENT);
   ExpectStreamError(s->Call(req::AddWatch("n", v1::PERSISTENT_WATCH)), v1::INVALID_PATH);
   ExpectStreamError(s->Call(req::RemoveWatch(P("n/"), v1::PERSISTENT_WATCH)), v1::INVALID_PATH);
 }
@@ -805,18 +811,21 @@ TEST_F(SessionTest, ASessionThatStopsHeartbeatingExpires) {
   ExpectStreamError(unknown.Resume(0x0123456789abcdef), v1::SESSION_EXPIRED);
 }
 
-TEST_F(SessionTest, ResumeOnANewStreamKeepsEphemeralsAndQueuedEvents) {
+TEST_F(SessionTest, ResumeOnANewStreamKeepsEphemeralsAndReplaysMissedEventsFromAZxid) {
   auto a = NewSession(2000);
   ASSERT_NE(a, nullptr);
   const int64_t id = a->session_id();
   ASSERT_TRUE(a->Call(req::Create(P("eph"), "", v1::EPHEMERAL)).has_create());
   ASSERT_TRUE(unary_->Create(P("w")).ok());
-  ExpectOk(a->Call(req::AddWatch(P("w"), v1::PERSISTENT_WATCH)));
+  v1::SessionResponse added = a->Call(req::AddWatch(P("w"), v1::PERSISTENT_WATCH));
+  ExpectOk(added);
+  const int64_t last_seen = added.add_watch().zxid();
 
-  // Cleanly detached: events of the session wait for its next stream.
+  // Detached: the session's watches stay with the old stream; what happens now is missed.
   a->Detach();
   auto set = unary_->Set(P("w"), "while detached");
   ASSERT_TRUE(set.ok());
+  ASSERT_TRUE(unary_->Create(P("w/child")).ok());
 
   SessionClient b(Endpoint());
   v1::SessionResponse resumed = b.Resume(id);
@@ -825,11 +834,19 @@ TEST_F(SessionTest, ResumeOnANewStreamKeepsEphemeralsAndQueuedEvents) {
   EXPECT_EQ(resumed.opened().session_id(), id);
   EXPECT_EQ(resumed.opened().timeout_ms(), 2000);
   EXPECT_GE(resumed.opened().zxid(), set->zxid());
-  std::optional<Event> queued = b.NextEvent();
-  ExpectEvent(queued, v1::NODE_DATA_CHANGED, P("w"), set->zxid());
-  if (queued.has_value()) {
-    EXPECT_LT(queued->seq, b.ArrivalOf(resumed));
+  // Nothing arrives by itself: watches are re-added, from the last zxid seen.
+  EXPECT_THAT(Summary(b.SettleEvents()), ElementsAre());
+  v1::SessionResponse readded = b.Call(req::AddWatch(P("w"), v1::PERSISTENT_WATCH, last_seen));
+  ExpectOk(readded);
+  EXPECT_FALSE(readded.add_watch().events_missed());
+  std::optional<Event> missed = b.NextEvent();
+  ExpectEvent(missed, v1::NODE_DATA_CHANGED, P("w"), set->zxid());
+  if (missed.has_value()) {
+    EXPECT_LT(missed->seq, b.ArrivalOf(readded)) << "replayed events precede the response";
   }
+  std::optional<Event> missed_child = b.NextEvent();
+  ASSERT_TRUE(missed_child.has_value());
+  EXPECT_EQ(missed_child->event().type(), v1::NODE_CHILDREN_CHANGED);
 
   v1::SessionResponse eph = b.Call(req::Get(P("eph")));
   ASSERT_TRUE(eph.has_get()) << eph.ShortDebugString();
@@ -837,7 +854,7 @@ TEST_F(SessionTest, ResumeOnANewStreamKeepsEphemeralsAndQueuedEvents) {
   v1::SessionResponse eph2 = b.Call(req::Create(P("eph2"), "", v1::EPHEMERAL));
   ASSERT_TRUE(eph2.has_create()) << eph2.ShortDebugString();
   EXPECT_EQ(eph2.create().stat().ephemeral_owner(), id);
-  // The persistent watch survived the move.
+  // The re-added persistent watch keeps firing.
   auto set2 = unary_->Set(P("w"), "after resume");
   ASSERT_TRUE(set2.ok());
   ExpectEvent(b.NextEvent(), v1::NODE_DATA_CHANGED, P("w"), set2->zxid());
@@ -851,6 +868,13 @@ TEST_F(SessionTest, ResumeOnANewStreamKeepsEphemeralsAndQueuedEvents) {
   v1::SessionResponse children = c.Call(req::GetChildren(root_));
   ASSERT_TRUE(children.has_get_children());
   EXPECT_THAT(children.get_children().children(), ElementsAre("eph", "eph2", "w"));
+  // A one-shot watch re-added from before a change fires at once with that change, and only once.
+  v1::SessionResponse oneshot = c.Call(req::AddWatch(P("w"), v1::DATA_WATCH, last_seen));
+  ExpectOk(oneshot);
+  EXPECT_THAT(Summary(c.SettleEvents()),
+              ElementsAre(Ev(v1::NODE_DATA_CHANGED, P("w"), set->zxid())));
+  ASSERT_TRUE(unary_->Set(P("w"), "later").ok());
+  EXPECT_THAT(Summary(c.SettleEvents()), ElementsAre());
   ExpectOk(c.Heartbeat());
 
   // Closed from the resumed stream, the ephemerals go.
