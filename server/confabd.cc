@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/config/json_config.h"
 #include "server/pipeline/replica.h"
@@ -155,7 +156,9 @@ int main(int argc, char** argv) {
       recovery.log_records_replayed, recovery.duration_ms, recovery.epoch);
 
   confab::rpc::CoordinationService service(replica->get());
+  // Generic gRPC tooling (grpcurl, other languages' clients) can check health and discover the API.
   grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
   std::string listen = absl::GetFlag(FLAGS_listen);

@@ -9,9 +9,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "confab/testing/local_ensemble.h"
 #include "confab/v1/coordination.grpc.pb.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "test_server.h"
@@ -132,6 +134,73 @@ TEST(ConfabdProcessTest, BadConfigFilesAreClearErrors) {
   EXPECT_NE(WEXITSTATUS(status), 0);
   EXPECT_NE(output.find("cannot read config file /no/such/file.json"), std::string::npos) << output;
   std::filesystem::remove_all(dir);
+}
+
+std::string Bytes(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (!buffer.Dump(&slices).ok()) return bytes;
+  for (const grpc::Slice& slice : slices) {
+    bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  return bytes;
+}
+
+// Generic gRPC tooling finds its way: health checking answers SERVING, and server reflection
+// lists the Coordination service. Spoken with a generic stub and hand-encoded messages, as a
+// tool that knows nothing of Confab would.
+TEST(ConfabdProcessTest, HealthCheckingAndReflection) {
+  auto server = itest::StartConfabd();
+  ASSERT_NE(server, nullptr);
+  auto channel = grpc::CreateChannel(server->Endpoint(0), grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+
+  // grpc.health.v1.HealthCheckRequest{} -> HealthCheckResponse{status: SERVING (1)}.
+  grpc::Slice empty("", 0);
+  grpc::ByteBuffer request(&empty, 1);
+  grpc::ByteBuffer response;
+  grpc::ClientContext health_context;
+  absl::Notification health_done;
+  grpc::Status health_status;
+  stub.UnaryCall(&health_context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                 &response, [&](grpc::Status status) {
+                   health_status = std::move(status);
+                   health_done.Notify();
+                 });
+  ASSERT_TRUE(health_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_TRUE(health_status.ok()) << health_status.error_message();
+  std::string bytes = Bytes(response);
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));
+
+  // grpc.reflection.v1alpha.ServerReflectionRequest{list_services: ""} (field 7).
+  grpc::ClientContext reflection_context;
+  grpc::CompletionQueue cq;
+  auto call = stub.PrepareCall(
+      &reflection_context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  void* tag;
+  bool ok;
+  auto next = [&](intptr_t expect) {
+    ASSERT_EQ(cq.AsyncNext(&tag, &ok, std::chrono::system_clock::now() + std::chrono::seconds(10)),
+              grpc::CompletionQueue::GOT_EVENT);
+    EXPECT_EQ(reinterpret_cast<intptr_t>(tag), expect);
+    EXPECT_TRUE(ok);
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  next(1);
+  grpc::Slice list(std::string("\x3a\x00", 2));
+  grpc::ByteBuffer list_request(&list, 1);
+  call->Write(list_request, reinterpret_cast<void*>(2));
+  next(2);
+  grpc::ByteBuffer list_response;
+  call->Read(&list_response, reinterpret_cast<void*>(3));
+  next(3);
+  bytes = Bytes(list_response);
+  EXPECT_NE(bytes.find("confab.v1.Coordination"), std::string::npos);
+  reflection_context.TryCancel();
+  call->Finish(&health_status, reinterpret_cast<void*>(4));
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
 }
 
 TEST(ConfabdProcessTest, VersionAndHelp) {
