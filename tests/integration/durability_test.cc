@@ -99,6 +99,11 @@ TEST(DurabilityTest, AcknowledgedWritesSurviveKill9WithTheirStat) {
   ASSERT_GE(ack_count.load(), 2000);
 
   ASSERT_TRUE(server->Restart(0).ok());
+  // Recovery used a snapshot written while the writers ran, plus the log after it.
+  std::ifstream log(server->LogFile(0));
+  std::string log_text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(log_text.find("snapshot: " + server->DataDir(0) + "/snap/snapshot."), std::string::npos)
+      << log_text;
   auto stub = Connect(server->Endpoint(0));
   absl::MutexLock lock(&mu);
   int checked = 0;
