@@ -202,15 +202,61 @@ class StreamState final : public pipeline::SessionSink,
     MaybeWriteLocked();
   }
 
-  void OnRequests(v1::ClientMessage message) {
+  // Takes a message's requests in arrival order. The reactor calls this before it reads the
+  // next message, so slots are in the order the client sent them.
+  void Enqueue(v1::ClientMessage* message) {
+    absl::MutexLock lock(&mu_);
+    for (v1::SessionRequest& request : *message->mutable_requests()) {
+      Slot& slot = slots_.emplace_back();
+      slot.request = std::move(request);
+    }
+  }
+
+  // Moves finished slots at the head to the outbox, then starts whatever may start now; repeats
+  // until nothing more can start. Runs reads outside mu_ (the replica's lock comes first).
+  // One thread pumps at a time (the gRPC thread that read requests, or the apply thread that
+  // finished one), so slots start in order: two writes of a session are submitted, and get
+  // their zxids, in the order they were sent. A thread that finds another pumping leaves the
+  // work to it: the pumping thread rescans under mu_ after each start, so it sees everything
+  // that changed meanwhile.
+  void Pump() {
     {
       absl::MutexLock lock(&mu_);
-      for (v1::SessionRequest& request : *message.mutable_requests()) {
-        Slot& slot = slots_.emplace_back();
-        slot.request = std::move(request);
-      }
+      if (pumping_) return;
+      pumping_ = true;
     }
-    Pump();
+    for (;;) {
+      Slot* start = nullptr;
+      bool finish = false;
+      {
+        absl::MutexLock lock(&mu_);
+        EmitDoneLocked();
+        bool all_done_before = true;
+        for (Slot& slot : slots_) {
+          if (slot.state == SlotState::kNew) {
+            // A write starts once the session is established (or fails at once when there is
+            // none and nothing earlier could establish it); anything else waits for all before.
+            bool may_start =
+                IsWrite(slot.request) ? (!session_.IsNone() || all_done_before) : all_done_before;
+            if (may_start) {
+              slot.state = SlotState::kRunning;
+              start = &slot;  // deque elements keep their address while others come and go
+            }
+            break;
+          }
+          if (slot.state != SlotState::kDone) all_done_before = false;
+        }
+        if (start == nullptr) {
+          pumping_ = false;
+          finish = ShouldFinishLocked();
+        }
+      }
+      if (start == nullptr) {
+        if (finish) FinishStream(grpc::Status::OK);
+        return;
+      }
+      Start(start);
+    }
   }
 
   void OnWriteDone(bool ok) {
@@ -273,40 +319,6 @@ class StreamState final : public pipeline::SessionSink,
     SlotState state = SlotState::kNew;
     v1::SessionResponse response;
   };
-
-  // Moves finished slots at the head to the outbox, then starts whatever may start now; repeats
-  // until nothing more can start. Runs reads outside mu_ (the replica's lock comes first).
-  void Pump() {
-    for (;;) {
-      Slot* start = nullptr;
-      bool finish = false;
-      {
-        absl::MutexLock lock(&mu_);
-        EmitDoneLocked();
-        bool all_done_before = true;
-        for (Slot& slot : slots_) {
-          if (slot.state == SlotState::kNew) {
-            // A write starts once the session is established (or fails at once when there is
-            // none and nothing earlier could establish it); anything else waits for all before.
-            bool may_start =
-                IsWrite(slot.request) ? (!session_.IsNone() || all_done_before) : all_done_before;
-            if (may_start) {
-              slot.state = SlotState::kRunning;
-              start = &slot;  // deque elements keep their address while others come and go
-            }
-            break;
-          }
-          if (slot.state != SlotState::kDone) all_done_before = false;
-        }
-        if (start == nullptr) finish = ShouldFinishLocked();
-      }
-      if (start == nullptr) {
-        if (finish) FinishStream(grpc::Status::OK);
-        return;
-      }
-      Start(start);
-    }
-  }
 
   void Start(Slot* slot) {
     v1::SessionRequest& request = slot->request;
@@ -473,6 +485,7 @@ class StreamState final : public pipeline::SessionSink,
   SessionReactor* reactor_ ABSL_GUARDED_BY(mu_);
   SessionId session_ ABSL_GUARDED_BY(mu_);
   bool session_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool pumping_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<Slot> slots_ ABSL_GUARDED_BY(mu_);
   std::deque<v1::SessionResponse> outbox_ ABSL_GUARDED_BY(mu_);
   v1::ServerMessage writing_ ABSL_GUARDED_BY(mu_);
@@ -496,10 +509,10 @@ class SessionReactor final : public grpc::ServerBidiReactor<v1::ClientMessage, v
       state_->OnReadsEnded();
       return;
     }
-    v1::ClientMessage message = std::move(incoming_);
+    state_->Enqueue(&incoming_);
     incoming_.Clear();
     StartRead(&incoming_);
-    state_->OnRequests(std::move(message));
+    state_->Pump();
   }
   void OnWriteDone(bool ok) override { state_->OnWriteDone(ok); }
   void OnDone() override {

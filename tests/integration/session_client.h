@@ -251,6 +251,11 @@ class SessionClient {
     return ArrivalOf(response.request_id());
   }
 
+  // The response to a request sent with Send() (bounded wait).
+  v1::SessionResponse ResponseTo(int64_t request_id) {
+    return WaitResponse(request_id, absl::Now() + kWait);
+  }
+
   // Sends a raw message (request ids as given). For tests of malformed traffic.
   bool Send(const v1::ClientMessage& message) {
     absl::MutexLock lock(&write_mu_);

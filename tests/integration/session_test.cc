@@ -299,6 +299,35 @@ TEST_F(SessionTest, PipelinedBatchIsAnsweredInOrderAndReadsItsOwnWrites) {
 
 // Reads pipelined between writes see exactly the writes before them, not later ones of the same
 // batch (a read waits for the writes before it, and must not run after later ones applied).
+// Writes of one session apply in the order they were sent, even when many messages are in flight
+// and the server starts them from different threads (the gRPC thread that read them, the apply
+// thread that finished the one before): each conditional Set expects the version the previous
+// one made.
+TEST_F(SessionTest, PipelinedWritesApplyInTheOrderSent) {
+  auto s = NewSession();
+  ASSERT_NE(s, nullptr);
+  ASSERT_TRUE(unary_->Create(P("counter")).ok());
+  constexpr int kMessages = 100;
+  constexpr int kPerMessage = 10;
+  int64_t id = 1000;
+  for (int m = 0; m < kMessages; ++m) {
+    v1::ClientMessage message;
+    for (int i = 0; i < kPerMessage; ++i) {
+      v1::SessionRequest* request = message.add_requests();
+      request->set_request_id(++id);
+      request->mutable_set()->set_path(P("counter"));
+      request->mutable_set()->set_data(std::to_string(m * kPerMessage + i));
+      request->mutable_set()->set_version(m * kPerMessage + i);
+    }
+    ASSERT_TRUE(s->Send(message));
+  }
+  for (int64_t r = 1001; r <= id; ++r) {
+    v1::SessionResponse response = s->ResponseTo(r);
+    ASSERT_TRUE(response.has_set()) << response.ShortDebugString();
+    EXPECT_EQ(response.set().stat().version(), r - 1000);
+  }
+}
+
 TEST_F(SessionTest, PipelinedReadsSeeExactlyTheWritesBeforeThem) {
   auto s = NewSession();
   ASSERT_NE(s, nullptr);
