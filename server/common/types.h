@@ -6,6 +6,7 @@
 #include <compare>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 namespace confab {
 
@@ -51,6 +52,23 @@ class SessionId {
 
  private:
   int64_t value_ = 0;
+};
+
+// An ensemble member's id, as in `--id N` and `--peers N=host:port,...`; 0 means "none".
+class MemberId {
+ public:
+  constexpr MemberId() = default;
+  constexpr explicit MemberId(uint32_t v) : value_(v) {}
+  constexpr uint32_t value() const { return value_; }
+  constexpr bool IsNone() const { return value_ == 0; }
+  constexpr auto operator<=>(const MemberId&) const = default;
+  template <typename H>
+  friend H AbslHashValue(H h, MemberId m) {
+    return H::combine(std::move(h), m.value_);
+  }
+
+ private:
+  uint32_t value_ = 0;
 };
 
 // Node metadata, as ZooKeeper's Stat. Times are ms since the Unix epoch.
