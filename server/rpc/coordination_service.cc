@@ -17,7 +17,8 @@ using pipeline::Replica;
 
 // Responses packed into one ServerMessage (one stream write) at most.
 constexpr int kWriteBatchMessagesMax = 512;
-constexpr size_t kWriteBatchBytesMax = 4 << 20;
+// Well under the 4 MiB a gRPC client accepts by default, even with one large response on top.
+constexpr size_t kWriteBatchBytesMax = 1 << 20;
 
 grpc::StatusCode ToGrpcCode(absl::StatusCode code) {
   return static_cast<grpc::StatusCode>(static_cast<int>(code));

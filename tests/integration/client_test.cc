@@ -1,17 +1,24 @@
 // confab::Client against real confabd processes: every operation blocking and async, error codes,
 // pipelining, one-shot and persistent watches, and the session across breaks: restart of the
-// server (SUSPENDED -> RECONNECTED, same session, watches re-registered), watch events
-// synthesized for changes missed while away, reads resent and writes failed as unknown, a silent
-// server, and the three ways to LOST (the client's timer, a resume refused, the server closing the
-// session). Breaks are made deterministic with a small TCP proxy the test can cut and retarget.
+// server (SUSPENDED -> RECONNECTED, same session, watches re-added), watch events missed while
+// away replayed by the server (or, without history, synthesized by re-reading), reads resent and
+// writes failed as unknown, a silent server, and the three ways to LOST (the client's timer, a
+// resume refused, the server closing the session). Breaks are made deterministic with a small
+// TCP proxy the test can cut and retarget.
+#include "confab/client.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -25,7 +32,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "confab/client.h"
 #include "confab/testing/local_ensemble.h"
 #include "confab/v1/coordination.grpc.pb.h"
 #include "gmock/gmock.h"
@@ -59,6 +65,31 @@ int PortOf(const std::string& endpoint) {
   return port;
 }
 
+// SIGSTOPs the server and waits until every one of its threads is stopped (the signal is
+// asynchronous: a thread may still answer a request right after kill() returned).
+void PauseFully(LocalEnsemble* server) {
+  ASSERT_TRUE(server->Pause(0).ok());
+  const std::string tasks = absl::StrCat("/proc/", server->Pid(0), "/task");
+  absl::Time deadline = absl::Now() + kWait;
+  for (;;) {
+    bool all_stopped = true;
+    for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+      std::ifstream stat(task.path() / "stat");
+      std::string line;
+      std::getline(stat, line);
+      // "pid (comm) S ...": the state follows the last ')'.
+      size_t paren = line.rfind(')');
+      if (paren == std::string::npos || paren + 2 >= line.size() ||
+          (line[paren + 2] != 'T' && line[paren + 2] != 't')) {
+        all_stopped = false;
+      }
+    }
+    if (all_stopped) return;
+    ASSERT_LT(absl::Now(), deadline) << "server not stopped";
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+}
+
 // ---- Recorders: everything a callback touches is shared, so a failing test cannot leave a
 // callback pointing at a dead stack frame. ---------------------------------------------------
 
@@ -77,9 +108,8 @@ class Async {
 
   absl::StatusOr<T> Wait(absl::Duration timeout = kWait) {
     absl::MutexLock lock(&state_->mu);
-    auto done = [s = state_.get()]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) {
-      return s->result.has_value();
-    };
+    auto done = [s = state_.get()]()
+                    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->result.has_value(); };
     if (!state_->mu.AwaitWithTimeout(absl::Condition(&done), timeout)) {
       ADD_FAILURE() << "async call not completed within " << timeout;
       return absl::DeadlineExceededError("test: not completed");
@@ -132,9 +162,8 @@ class Log {
   // Waits until at least `n` entries are there; returns them all.
   std::vector<std::string> WaitFor(size_t n, absl::Duration timeout = kWait) {
     absl::MutexLock lock(&state_->mu);
-    auto ready = [s = state_.get(), n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) {
-      return s->entries.size() >= n;
-    };
+    auto ready = [s = state_.get(), n]()
+                     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->entries.size() >= n; };
     if (!state_->mu.AwaitWithTimeout(absl::Condition(&ready), timeout)) {
       ADD_FAILURE() << "wanted " << n << " entries within " << timeout << ", have "
                     << ::testing::PrintToString(state_->entries);
@@ -284,7 +313,7 @@ class TcpProxy {
           break;
         }
         for (ssize_t off = 0; off < n && open;) {
-          ssize_t w = write(p[1 - i].fd, buffer + off, static_cast<size_t>(n - off));
+          ssize_t w = send(p[1 - i].fd, buffer + off, static_cast<size_t>(n - off), MSG_NOSIGNAL);
           if (w <= 0) open = false;
           off += w;
         }
@@ -356,7 +385,9 @@ void CloseSessionElsewhere(const std::string& endpoint, SessionId id) {
   bool closed = false;
   while (!closed && stream->Read(&reply)) {
     for (const v1::SessionResponse& r : reply.responses()) {
-      if (r.request_id() == 1) EXPECT_TRUE(r.has_opened()) << r.ShortDebugString();
+      if (r.request_id() == 1) {
+        EXPECT_TRUE(r.has_opened()) << r.ShortDebugString();
+      }
       if (r.request_id() == 2) {
         EXPECT_TRUE(r.has_closed()) << r.ShortDebugString();
         closed = true;
@@ -507,49 +538,63 @@ TEST_F(ClientTest, EveryOperationBlocking) {
   EXPECT_THAT(children->names, ElementsAre("m", "n"));
 }
 
+// Each call awaited before the next (pipelining: ThousandsOfPipelinedAsyncRequests...).
 TEST_F(ClientTest, EveryOperationAsync) {
-  Async<Created> created, seq;
+  Async<Created> created;
   client_->CreateAsync(P("n"), "v0", CreateMode::kPersistent, created.Done());
+  ASSERT_TRUE(created.Wait().ok()) << created.Wait().status();
+  EXPECT_EQ(created.Wait()->path, P("n"));
+  Async<Created> seq;
   client_->CreateAsync(P("s-"), "", CreateMode::kEphemeralSequential, seq.Done());
+  ASSERT_TRUE(seq.Wait().ok()) << seq.Wait().status();
+  EXPECT_EQ(seq.Wait()->path, P("s-0000000001"));
+  EXPECT_EQ(seq.Wait()->stat.ephemeral_owner, client_->session_id().value());
+
   Async<NodeData> got;
   client_->GetAsync(P("n"), got.Done());
-  Async<Stat> set, set_versioned;
+  ASSERT_TRUE(got.Wait().ok()) << got.Wait().status();
+  EXPECT_EQ(got.Wait()->data, "v0");
+  EXPECT_EQ(got.Wait()->stat, created.Wait()->stat);
+
+  Async<Stat> set;
   client_->SetAsync(P("n"), "v1", std::nullopt, set.Done());
+  ASSERT_TRUE(set.Wait().ok()) << set.Wait().status();
+  EXPECT_EQ(set.Wait()->version, 1);
+  Async<Stat> set_versioned;
   client_->SetAsync(P("n"), "v2", 1, set_versioned.Done());
+  ASSERT_TRUE(set_versioned.Wait().ok()) << set_versioned.Wait().status();
+  EXPECT_EQ(set_versioned.Wait()->version, 2);
+
   Async<std::optional<Stat>> exists, missing;
   client_->ExistsAsync(P("n"), exists.Done());
   client_->ExistsAsync(P("missing"), missing.Done());
-  Async<Children> children;
-  client_->GetChildrenAsync(root_, children.Done());
-  Async<std::vector<OpResult>> multi;
-  client_->MultiAsync({Op::Check(P("n"), 2), Op::Create(P("m"))}, multi.Done());
-  AsyncStatus deleted, synced;
-  client_->DeleteAsync(P("m"), 0, deleted.Done());
-  client_->SyncAsync("/", synced.Done());
-
-  ASSERT_TRUE(created.Wait().ok());
-  EXPECT_EQ(created.Wait()->path, P("n"));
-  ASSERT_TRUE(seq.Wait().ok());
-  EXPECT_EQ(seq.Wait()->path, P("s-0000000001"));
-  EXPECT_EQ(seq.Wait()->stat.ephemeral_owner, client_->session_id().value());
-  ASSERT_TRUE(got.Wait().ok());
-  EXPECT_EQ(got.Wait()->data, "v0");
-  EXPECT_EQ(got.Wait()->stat, created.Wait()->stat);
-  ASSERT_TRUE(set.Wait().ok());
-  EXPECT_EQ(set.Wait()->version, 1);
-  ASSERT_TRUE(set_versioned.Wait().ok()) << set_versioned.Wait().status();
-  EXPECT_EQ(set_versioned.Wait()->version, 2);
   ASSERT_TRUE(exists.Wait().ok());
   ASSERT_TRUE(exists.Wait()->has_value());
   EXPECT_EQ(**exists.Wait(), *set_versioned.Wait());
   ASSERT_TRUE(missing.Wait().ok());
   EXPECT_FALSE(missing.Wait()->has_value());
+
+  Async<Children> children;
+  client_->GetChildrenAsync(root_, children.Done());
   ASSERT_TRUE(children.Wait().ok());
   EXPECT_THAT(children.Wait()->names, ElementsAre("n", "s-0000000001"));
+  EXPECT_EQ(children.Wait()->stat.num_children, 2);
+
+  Async<std::vector<OpResult>> multi;
+  client_->MultiAsync({Op::Check(P("n"), 2), Op::Create(P("m"))}, multi.Done());
   ASSERT_TRUE(multi.Wait().ok()) << multi.Wait().status();
-  EXPECT_EQ(multi.Wait()->size(), 2u);
+  ASSERT_EQ(multi.Wait()->size(), 2u);
+  EXPECT_EQ((*multi.Wait())[0].type, Op::Type::kCheck);
+  EXPECT_EQ((*multi.Wait())[0].path, P("n"));
+  EXPECT_EQ((*multi.Wait())[1].path, P("m"));
+
+  AsyncStatus deleted;
+  client_->DeleteAsync(P("m"), 0, deleted.Done());
   EXPECT_TRUE(deleted.Wait().ok());
+  AsyncStatus synced;
+  client_->SyncAsync("/", synced.Done());
   EXPECT_TRUE(synced.Wait().ok());
+  EXPECT_FALSE(client_->Exists(P("m"))->has_value());
 }
 
 TEST_F(ClientTest, EveryErrorCodeSurfaces) {
@@ -580,8 +625,7 @@ TEST_F(ClientTest, EveryErrorCodeSurfaces) {
   EXPECT_THAT(client_->Delete("/"), HasCode(v1::INVALID_ARGUMENT));
 
   // A Multi fails as a whole with its failing op's code and index; nothing of it applies.
-  auto multi = client_->Multi(
-      {Op::Create(P("m1")), Op::Set(P("a"), "y", 5), Op::Create(P("m2"))});
+  auto multi = client_->Multi({Op::Create(P("m1")), Op::Set(P("a"), "y", 5), Op::Create(P("m2"))});
   EXPECT_THAT(multi.status(), HasCode(v1::BAD_VERSION));
   EXPECT_EQ(FailedOpOf(multi.status()), 1);
   EXPECT_THAT(multi.status().message(), HasSubstr("op 1"));
@@ -612,52 +656,77 @@ TEST_F(ClientTest, EveryErrorCodeSurfaces) {
   EXPECT_THAT(after_close.Wait().status(), HasCode(v1::SESSION_EXPIRED));
 }
 
-TEST_F(ClientTest, ThousandsOfPipelinedAsyncRequestsCompleteInOrder) {
-  constexpr int kSets = 5000;
-  ASSERT_TRUE(client_->Create(P("pipe"), "").ok());
-  // Every callback runs on the one callback thread: no lock needed for these until the end.
-  struct Seen {
-    std::vector<int> order;  // request index, in callback order
-    std::vector<int32_t> versions;
-    std::vector<std::string> reads;
-    int errors = 0;
+// 5,000 async Sets of one node in flight at once (batched into few stream writes), with a read
+// every 500.
+struct PipelineResult {
+  std::vector<int> order;  // request index of each Set callback, in callback order
+  std::vector<int32_t> versions;
+  std::vector<std::string> reads;
+  int errors = 0;
+  absl::Duration took;
+};
+
+PipelineResult RunPipeline(Client* client, const std::string& path, int sets) {
+  // Every callback runs on the one callback thread; the last one to run hands `seen` over to the
+  // test through Async's lock.
+  struct Shared {
+    PipelineResult seen;
+    int left = 0;
+    Callback<bool> done;
+    void Count() {
+      if (--left == 0) done(true);
+    }
   };
-  auto seen = std::make_shared<Seen>();
+  auto shared = std::make_shared<Shared>();
   Async<bool> all_done;
-  auto finish = std::make_shared<Callback<bool>>(all_done.Done());
+  shared->done = all_done.Done();
+  shared->left = sets + sets / 500 + 1;
   absl::Time start = absl::Now();
-  for (int i = 0; i < kSets; ++i) {
-    client_->SetAsync(P("pipe"), absl::StrCat(i), std::nullopt,
-                      [seen, i](absl::StatusOr<Stat> stat) {
-                        seen->order.push_back(i);
-                        if (!stat.ok()) {
-                          ++seen->errors;
-                          return;
-                        }
-                        seen->versions.push_back(stat->version);
-                      });
+  for (int i = 0; i < sets; ++i) {
+    client->SetAsync(path, absl::StrCat(i), std::nullopt, [shared, i](absl::StatusOr<Stat> stat) {
+      shared->seen.order.push_back(i);
+      if (stat.ok()) {
+        shared->seen.versions.push_back(stat->version);
+      } else {
+        ++shared->seen.errors;
+      }
+      shared->Count();
+    });
     if (i % 500 == 499) {
-      // A read in the middle sees exactly the writes made before it (read-your-writes, in order).
-      client_->GetAsync(P("pipe"), [seen](absl::StatusOr<NodeData> data) {
-        seen->reads.push_back(data.ok() ? data->data : data.status().ToString());
+      client->GetAsync(path, [shared](absl::StatusOr<NodeData> data) {
+        shared->seen.reads.push_back(data.ok() ? data->data : data.status().ToString());
+        shared->Count();
       });
     }
   }
-  client_->SyncAsync("/", [finish](absl::Status status) { (*finish)(status.ok()); });
+  client->SyncAsync("/", [shared](absl::Status status) {
+    if (!status.ok()) ++shared->seen.errors;
+    shared->Count();
+  });
   auto done = all_done.Wait(absl::Seconds(30));
-  ASSERT_TRUE(done.ok());
-  EXPECT_TRUE(*done);
-  absl::Duration took = absl::Now() - start;
-  EXPECT_EQ(seen->errors, 0);
-  ASSERT_EQ(seen->order.size(), static_cast<size_t>(kSets));
-  for (int i = 0; i < kSets; ++i) {
-    ASSERT_EQ(seen->order[i], i) << "callbacks out of order";
-    ASSERT_EQ(seen->versions[i], i + 1);
-  }
+  EXPECT_TRUE(done.ok());
+  shared->seen.took = absl::Now() - start;
+  return shared->seen;
+}
+
+// Every request is answered once, without error, and in order: the callbacks run in request
+// order (responses come in request order), the i-th Set is applied as version i+1 (a session's
+// writes apply in request order, ZooKeeper's FIFO client order), and each read sees the last Set
+// made before it.
+TEST_F(ClientTest, ThousandsOfPipelinedAsyncRequestsCompleteInOrder) {
+  constexpr int kSets = 5000;
+  ASSERT_TRUE(client_->Create(P("pipe"), "").ok());
+  PipelineResult result = RunPipeline(client_.get(), P("pipe"), kSets);
+  std::cout << kSets << " pipelined async Sets in " << result.took << "\n";
+  EXPECT_EQ(result.errors, 0);
+  ASSERT_EQ(result.order.size(), static_cast<size_t>(kSets));
+  for (int i = 0; i < kSets; ++i) ASSERT_EQ(result.order[i], i) << "callbacks out of order";
+  ASSERT_EQ(result.versions.size(), static_cast<size_t>(kSets));
+  for (int i = 0; i < kSets; ++i) ASSERT_EQ(result.versions[i], i + 1) << "Set " << i;
   std::vector<std::string> expected_reads;
   for (int i = 499; i < kSets; i += 500) expected_reads.push_back(absl::StrCat(i));
-  EXPECT_EQ(seen->reads, expected_reads);
-  std::cout << kSets << " pipelined async Sets in " << took << "\n";
+  EXPECT_EQ(result.reads, expected_reads);
+  EXPECT_EQ(client_->Get(P("pipe"))->stat.version, kSets);
 }
 
 TEST_F(ClientTest, OneShotWatchesFireOnceAndBeforeTheResponseThatReflectsTheirChange) {
@@ -666,14 +735,14 @@ TEST_F(ClientTest, OneShotWatchesFireOnceAndBeforeTheResponseThatReflectsTheirCh
   ASSERT_NE(writer, nullptr);
   Log log;
 
-  // Data watch by Get: one NodeDataChanged for two changes.
+  // Data watch by Get: one NodeDataChanged for two changes, at the first one's zxid.
   ASSERT_TRUE(client_->Get(P("d"), log.Watch("get")).ok());
-  ASSERT_TRUE(writer->Set(P("d"), "1").ok());
+  auto first = writer->Set(P("d"), "1");
+  ASSERT_TRUE(first.ok());
   ASSERT_TRUE(writer->Set(P("d"), "2").ok());
   ExpectLogSoon(log, {"get:NodeDataChanged " + P("d")});
   ExpectNoMore(log, 1);
-  EXPECT_EQ(log.Events()[0].zxid, client_->Exists(P("d"))->value().mzxid - 1)
-      << "the event names the first change's zxid";
+  EXPECT_EQ(log.Events()[0].zxid, first->mzxid);
 
   // Data watch by Exists on a missing node: NodeCreated. Then NodeDeleted.
   ASSERT_TRUE(client_->Exists(P("later"), log.Watch("exists")).ok());
@@ -703,10 +772,9 @@ TEST_F(ClientTest, OneShotWatchesFireOnceAndBeforeTheResponseThatReflectsTheirCh
   ASSERT_TRUE(client_->Create(P("own"), "").ok());
   Log order;
   ASSERT_TRUE(client_->Get(P("own"), order.Watch("watch")).ok());
-  client_->SetAsync(P("own"), "x", std::nullopt,
-                    [order](absl::StatusOr<Stat> stat) mutable {
-                      order.Add(stat.ok() ? "set done" : stat.status().ToString());
-                    });
+  client_->SetAsync(P("own"), "x", std::nullopt, [order](absl::StatusOr<Stat> stat) mutable {
+    order.Add(stat.ok() ? "set done" : stat.status().ToString());
+  });
   ExpectLogSoon(order, {"watch:NodeDataChanged " + P("own"), "set done"});
 
   // A Get of a missing node sets no watch.
@@ -776,7 +844,7 @@ TEST_F(ClientTest, CallbacksMayCallTheClientIncludingBlockingCallsAndClose) {
   });
   EXPECT_EQ(nested.Wait().value_or("timeout"), "x");
 
-  // Close from a callback: returns, the session is closed, later callbacks still run.
+  // Close from a callback: returns, the session is closed, callbacks queued after it still run.
   auto other = Connect();
   ASSERT_NE(other, nullptr);
   ASSERT_TRUE(other->Create(P("eph"), "", CreateMode::kEphemeral).ok());
@@ -787,8 +855,14 @@ TEST_F(ClientTest, CallbacksMayCallTheClientIncludingBlockingCallsAndClose) {
   other->SyncAsync("/", [raw, closed_done](absl::Status) { (*closed_done)(raw->Close().ok()); });
   other->SyncAsync("/", after.Done());
   EXPECT_EQ(closed.Wait().value_or(false), true);
-  EXPECT_TRUE(after.Wait().ok()) << "sent before the close: answered";
+  EXPECT_TRUE(after.Wait().ok()) << "sent before the close: answered before it";
   EXPECT_FALSE(client_->Exists(P("eph"))->has_value());
+  // Once closed, an async call fails at once, its callback run inline (no callback thread left).
+  bool inline_run = false;
+  other->GetAsync(root_, [&inline_run](absl::StatusOr<NodeData> data) {
+    inline_run = ErrorCodeOf(data.status()) == v1::SESSION_EXPIRED;
+  });
+  EXPECT_TRUE(inline_run);
   other.reset();
 }
 
@@ -865,8 +939,8 @@ TEST(ClientSessionTest, ServerRestartSuspendsAndReconnectsTheSameSessionWithItsW
   ASSERT_TRUE(writer->Set("/a/w", "again").ok());
   ExpectLogSoon(persistent, {"p:NodeDataChanged /a/w", "p:NodeDataChanged /a/w"});
   ExpectLogSoon(oneshot, {"o:NodeDataChanged /a/o"});
-  // The create made while away is the child change the child watch saw (synthesized at the
-  // re-registration or delivered after it, whichever came first): exactly once.
+  // The create queued while away went out after the watches were re-added: the child watch saw
+  // it, once.
   ExpectLogSoon(children, {"c:NodeChildrenChanged /a"});
   ExpectNoMore(children, 1);
   EXPECT_EQ(states.Entries().size(), 3u);
@@ -877,10 +951,11 @@ TEST(ClientSessionTest, ServerRestartSuspendsAndReconnectsTheSameSessionWithItsW
   EXPECT_FALSE(writer->Exists("/a/eph")->has_value());
 }
 
-// Watch events missed while disconnected from a server that restarted (and so kept no watches):
-// one-shot watches fire from what a re-read shows (ZooKeeper's setWatches); persistent watches
-// miss those events (documented) and fire for later ones.
-TEST(ClientSessionTest, OneShotWatchEventsMissedWhileAwayAreSynthesized) {
+// Watches set before a break, changes made while the client is away: the client re-adds its
+// watches from the last zxid it saw and the server replays what they missed, as real events in
+// zxid order, exactly once, for one-shot and persistent watches, then live events. `restart`: the
+// server also restarts meanwhile (it rebuilds its change history from the log).
+void WatchesResumeWithoutMissingEvents(bool restart) {
   auto server = StartServer();
   ASSERT_NE(server, nullptr);
   TcpProxy proxy(PortOf(server->Endpoint(0)));
@@ -902,45 +977,66 @@ TEST(ClientSessionTest, OneShotWatchEventsMissedWhileAwayAreSynthesized) {
 
   proxy.Cut();
   ExpectLogSoon(states, {"CONNECTED", "SUSPENDED"});
-  ASSERT_TRUE(server->Stop(0).ok());
-  ASSERT_TRUE(server->Restart(0).ok());
+  if (restart) {
+    ASSERT_TRUE(server->Stop(0).ok());
+    ASSERT_TRUE(server->Restart(0).ok());
+  }
+  std::map<std::string, int64_t> zxid;
   {
     auto writer = ConnectTo(server->Endpoint(0));
     ASSERT_NE(writer, nullptr);
     ASSERT_TRUE(writer->Set("/b/changed", "1").ok());
+    zxid["changed"] = writer->Exists("/b/changed")->value().mzxid;
+    ASSERT_TRUE(writer->Set("/b/changed", "2").ok());  // one-shot: fired once, by the first
+    ASSERT_TRUE(writer->Set("/b/p", "1").ok());
+    zxid["p1"] = writer->Exists("/b/p")->value().mzxid;
     ASSERT_TRUE(writer->Delete("/b/deleted").ok());
     ASSERT_TRUE(writer->Create("/b/created").ok());
     ASSERT_TRUE(writer->Create("/b/parent/kid").ok());
-    ASSERT_TRUE(writer->Set("/b/p", "missed").ok());
+    ASSERT_TRUE(writer->Set("/b/p", "2").ok());
+    zxid["p2"] = writer->Exists("/b/p")->value().mzxid;
   }
   proxy.Restore();
   ExpectLogSoon(states, {"CONNECTED", "SUSPENDED", "RECONNECTED"});
-  std::vector<std::string> events = log.WaitFor(4);
-  EXPECT_THAT(events, ::testing::UnorderedElementsAre("changed:NodeDataChanged /b/changed",
-                                                      "deleted:NodeDeleted /b/deleted",
-                                                      "created:NodeCreated /b/created",
-                                                      "parent:NodeChildrenChanged /b/parent"));
-  auto changed = client->Exists("/b/changed");
-  ASSERT_TRUE(changed.ok() && changed->has_value());
+  EXPECT_THAT(log.WaitFor(6),
+              ::testing::UnorderedElementsAre(
+                  "changed:NodeDataChanged /b/changed", "deleted:NodeDeleted /b/deleted",
+                  "created:NodeCreated /b/created", "parent:NodeChildrenChanged /b/parent",
+                  "p:NodeDataChanged /b/p", "p:NodeDataChanged /b/p"));
+  ExpectNoMore(log, 6);
+  std::vector<int64_t> p_zxids;
   for (const WatchEvent& e : log.Events()) {
-    if (e.path == "/b/changed") EXPECT_EQ(e.zxid, (*changed)->mzxid);
+    if (e.path == "/b/changed") {
+      EXPECT_EQ(e.zxid, zxid["changed"]) << "the first change's";
+    }
+    if (e.path == "/b/p") p_zxids.push_back(e.zxid);
   }
-  ExpectNoMore(log, 4);
+  EXPECT_THAT(p_zxids, ElementsAre(zxid["p1"], zxid["p2"]));
 
-  // The untouched one-shot watch and the persistent watch are armed again on the new server.
-  auto writer = ConnectTo(proxy.Endpoint());
+  // The untouched one-shot watch and the persistent watch are armed again.
+  auto writer = ConnectTo(server->Endpoint(0));
   ASSERT_NE(writer, nullptr);
   ASSERT_TRUE(writer->Set("/b/same", "now").ok());
-  ASSERT_TRUE(writer->Set("/b/p", "seen").ok());
-  std::vector<std::string> later = log.WaitFor(6);
-  EXPECT_THAT(std::vector<std::string>(later.begin() + 4, later.end()),
+  ASSERT_TRUE(writer->Set("/b/p", "3").ok());
+  std::vector<std::string> later = log.WaitFor(8);
+  EXPECT_THAT(std::vector<std::string>(later.begin() + 6, later.end()),
               ElementsAre("same:NodeDataChanged /b/same", "p:NodeDataChanged /b/p"));
+  ExpectNoMore(log, 8);
 }
 
-// Without a restart the server queues the detached session's events and delivers them on resume;
-// each one-shot watch still fires exactly once (queued event or re-read, never both).
-TEST(ClientSessionTest, EventsQueuedByTheServerWhileDetachedFireOnce) {
-  auto server = StartServer();
+TEST(ClientSessionTest, WatchesResumeAcrossANetworkBreakWithoutMissingEvents) {
+  WatchesResumeWithoutMissingEvents(/*restart=*/false);
+}
+
+TEST(ClientSessionTest, WatchesResumeAcrossAServerRestartWithoutMissingEvents) {
+  WatchesResumeWithoutMissingEvents(/*restart=*/true);
+}
+
+// When the server's change history no longer reaches back (here it keeps none), one-shot watches
+// fire from what a re-read shows (ZooKeeper's setWatches) and persistent watches are told they
+// may have missed events.
+TEST(ClientSessionTest, WithoutHistoryOneShotWatchesAreResolvedByReReading) {
+  auto server = StartServer({"--watch-history-events=0"});
   ASSERT_NE(server, nullptr);
   TcpProxy proxy(PortOf(server->Endpoint(0)));
   Log states;
@@ -948,26 +1044,51 @@ TEST(ClientSessionTest, EventsQueuedByTheServerWhileDetachedFireOnce) {
   args.listener = states.Listener();
   auto client = ConnectTo(proxy.Endpoint(), std::move(args));
   ASSERT_NE(client, nullptr);
-  auto writer = ConnectTo(server->Endpoint(0));
-  ASSERT_NE(writer, nullptr);
-  for (const char* path : {"/q", "/q/d", "/q/c"}) ASSERT_TRUE(client->Create(path).ok());
+  for (const char* path : {"/b", "/b/changed", "/b/deleted", "/b/parent", "/b/same", "/b/p"}) {
+    ASSERT_TRUE(client->Create(path).ok());
+  }
   Log log;
-  ASSERT_TRUE(client->Get("/q/d", log.Watch("d")).ok());
-  ASSERT_TRUE(client->GetChildren("/q/c", log.Watch("c")).ok());
-  ASSERT_TRUE(client->Exists("/q/new", log.Watch("new")).ok());
+  ASSERT_TRUE(client->Get("/b/changed", log.Watch("changed")).ok());
+  ASSERT_TRUE(client->Exists("/b/deleted", log.Watch("deleted")).ok());
+  ASSERT_TRUE(client->Exists("/b/created", log.Watch("created")).ok());
+  ASSERT_TRUE(client->GetChildren("/b/parent", log.Watch("parent")).ok());
+  ASSERT_TRUE(client->Get("/b/same", log.Watch("same")).ok());
+  ASSERT_TRUE(client->AddWatch("/b/p", AddWatchMode::kPersistent, log.Watch("p")).ok());
 
   proxy.Cut();
   ExpectLogSoon(states, {"CONNECTED", "SUSPENDED"});
-  ASSERT_TRUE(writer->Set("/q/d", "1").ok());
-  ASSERT_TRUE(writer->Set("/q/d", "2").ok());
-  ASSERT_TRUE(writer->Create("/q/c/kid").ok());
-  ASSERT_TRUE(writer->Create("/q/new").ok());
+  int64_t changed_mzxid = 0;
+  {
+    auto writer = ConnectTo(server->Endpoint(0));
+    ASSERT_NE(writer, nullptr);
+    ASSERT_TRUE(writer->Set("/b/changed", "1").ok());
+    changed_mzxid = writer->Exists("/b/changed")->value().mzxid;
+    ASSERT_TRUE(writer->Delete("/b/deleted").ok());
+    ASSERT_TRUE(writer->Create("/b/created").ok());
+    ASSERT_TRUE(writer->Create("/b/parent/kid").ok());
+    ASSERT_TRUE(writer->Set("/b/p", "missed").ok());
+  }
   proxy.Restore();
   ExpectLogSoon(states, {"CONNECTED", "SUSPENDED", "RECONNECTED"});
-  EXPECT_THAT(log.WaitFor(3), ::testing::UnorderedElementsAre("d:NodeDataChanged /q/d",
-                                                              "c:NodeChildrenChanged /q/c",
-                                                              "new:NodeCreated /q/new"));
-  ExpectNoMore(log, 3);
+  EXPECT_THAT(log.WaitFor(5),
+              ::testing::UnorderedElementsAre(
+                  "changed:NodeDataChanged /b/changed", "deleted:NodeDeleted /b/deleted",
+                  "created:NodeCreated /b/created", "parent:NodeChildrenChanged /b/parent",
+                  "p:EventsMissed /b/p"));
+  ExpectNoMore(log, 5);
+  for (const WatchEvent& e : log.Events()) {
+    if (e.path == "/b/changed") {
+      EXPECT_EQ(e.zxid, changed_mzxid);
+    }
+  }
+
+  auto writer = ConnectTo(server->Endpoint(0));
+  ASSERT_NE(writer, nullptr);
+  ASSERT_TRUE(writer->Set("/b/same", "now").ok());
+  ASSERT_TRUE(writer->Set("/b/p", "seen").ok());
+  std::vector<std::string> later = log.WaitFor(7);
+  EXPECT_THAT(std::vector<std::string>(later.begin() + 5, later.end()),
+              ElementsAre("same:NodeDataChanged /b/same", "p:NodeDataChanged /b/p"));
 }
 
 // Reads in flight when the stream breaks are resent; writes in flight fail with UNAVAILABLE and
@@ -986,7 +1107,7 @@ TEST(ClientSessionTest, InFlightRequestsAcrossABreakAndASilentServer) {
   ASSERT_TRUE(client->Create("/i", "0").ok());
 
   // Paused: requests are written but never answered.
-  ASSERT_TRUE(server->Pause(0).ok());
+  PauseFully(server.get());
   absl::Time start = absl::Now();
   auto timed_out = client->Get("/i");
   EXPECT_THAT(timed_out.status(), HasCode(v1::UNAVAILABLE));
@@ -1003,14 +1124,15 @@ TEST(ClientSessionTest, InFlightRequestsAcrossABreakAndASilentServer) {
   EXPECT_TRUE(client->Get("/i").ok());
 
   // A break with requests in flight: the read is resent, the write fails (outcome unknown).
-  auto patient = ConnectTo(server->Endpoint(0), ConnectArgs{.listener = nullptr});
+  // (A fresh node: the writes that timed out above may have been applied after the resume.)
+  auto patient = ConnectTo(server->Endpoint(0));
   ASSERT_NE(patient, nullptr);
-  Log patient_states;
-  ASSERT_TRUE(server->Pause(0).ok());
+  ASSERT_TRUE(patient->Create("/j", "0").ok());
+  PauseFully(server.get());
   Async<Stat> in_flight_write;
-  patient->SetAsync("/i", "y", std::nullopt, in_flight_write.Done());
+  patient->SetAsync("/j", "y", std::nullopt, in_flight_write.Done());
   Async<NodeData> in_flight_read;
-  patient->GetAsync("/i", in_flight_read.Done());
+  patient->GetAsync("/j", in_flight_read.Done());
   absl::SleepFor(absl::Milliseconds(200));  // written to the socket long before this
   ASSERT_TRUE(server->Kill(0).ok());
   auto write = in_flight_write.Wait();
@@ -1020,8 +1142,8 @@ TEST(ClientSessionTest, InFlightRequestsAcrossABreakAndASilentServer) {
   ASSERT_TRUE(server->Restart(0).ok());
   auto read = in_flight_read.Wait();
   ASSERT_TRUE(read.ok()) << read.status();
-  EXPECT_EQ(read->data, "0") << "neither timed-out nor unanswered write was applied";
-  EXPECT_TRUE(patient->Get("/i").ok());
+  EXPECT_EQ(read->data, "0") << "the write in flight died with the killed server";
+  EXPECT_TRUE(patient->Get("/j").ok());
 }
 
 // LOST by the client's own timer (the brief's "server down past the timeout"): with the server
