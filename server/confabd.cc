@@ -16,8 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "grpcpp/grpcpp.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/config/json_config.h"
 #include "server/pipeline/replica.h"
@@ -155,7 +155,7 @@ int main(int argc, char** argv) {
       recovery.snapshot_path.empty() ? std::string("none") : recovery.snapshot_path,
       recovery.log_records_replayed, recovery.duration_ms, recovery.epoch);
 
-  confab::rpc::CoordinationService service(replica->get());
+  confab::rpc::CoordinationService service(replica->get(), {kVersion, absl::Now()});
   // Generic gRPC tooling (grpcurl, other languages' clients) can check health and discover the API.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -172,6 +172,7 @@ int main(int argc, char** argv) {
     Fail(absl::StrCat("cannot listen on ", listen, " (address in use or not valid?)"));
   }
   std::string address = absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
+  service.SetAddress(address);
   if (auto status =
           confab::storage::WriteFileDurably(options.data_dir + "/ADDRESS", address + "\n");
       !status.ok()) {

@@ -689,4 +689,41 @@ grpc::ServerUnaryReactor* CoordinationService::Sync(grpc::CallbackServerContext*
       [](v1::SessionResponse* r, v1::SyncResponse* out) { *out = std::move(*r->mutable_sync()); });
 }
 
+void CoordinationService::SetAddress(std::string address) {
+  absl::MutexLock lock(&streams_mu_);
+  address_ = std::move(address);
+}
+
+grpc::ServerUnaryReactor* CoordinationService::Status(grpc::CallbackServerContext* context,
+                                                      const v1::StatusRequest* /*request*/,
+                                                      v1::StatusResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  pipeline::Replica::Stats stats = replica_->stats();
+  response->set_version(info_.version);
+  response->set_member_id(0);
+  response->set_role(v1::STANDALONE);
+  response->set_serving(replica_->health().ok());
+  response->set_epoch(replica_->recovery().epoch);
+  response->set_last_zxid(stats.last_applied.ToInt());
+  response->set_digest(stats.digest);
+  response->set_node_count(stats.nodes);
+  response->set_session_count(stats.sessions);
+  response->set_watch_count(stats.watches);
+  response->set_log_fsyncs(stats.log.batches);
+  response->set_log_records(stats.log.records);
+  response->set_snapshots_written(stats.snapshots_written);
+  response->set_uptime_ms(absl::ToInt64Milliseconds(absl::Now() - info_.started));
+  v1::MemberStatus* self = response->add_members();
+  self->set_id(0);
+  {
+    absl::MutexLock lock(&streams_mu_);
+    self->set_address(address_);
+  }
+  self->set_role(v1::STANDALONE);
+  self->set_serving(response->serving());
+  self->set_last_zxid(response->last_zxid());
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
 }  // namespace confab::rpc

@@ -7,10 +7,13 @@
 #define CONFAB_SERVER_RPC_COORDINATION_SERVICE_H_
 
 #include <memory>
+#include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "confab/v1/coordination.grpc.pb.h"
 #include "server/pipeline/replica.h"
@@ -19,9 +22,16 @@ namespace confab::rpc {
 
 class StreamState;
 
+// What the process knows of itself, for the Status call.
+struct ServerInfo {
+  std::string version;
+  absl::Time started;
+};
+
 class CoordinationService final : public v1::Coordination::CallbackService {
  public:
-  explicit CoordinationService(pipeline::Replica* replica) : replica_(replica) {}
+  CoordinationService(pipeline::Replica* replica, ServerInfo info)
+      : replica_(replica), info_(std::move(info)) {}
 
   grpc::ServerUnaryReactor* Create(grpc::CallbackServerContext* context,
                                    const v1::CreateRequest* request,
@@ -45,6 +55,9 @@ class CoordinationService final : public v1::Coordination::CallbackService {
   grpc::ServerUnaryReactor* Sync(grpc::CallbackServerContext* context,
                                  const v1::SyncRequest* request,
                                  v1::SyncResponse* response) override;
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
+                                   const v1::StatusRequest* request,
+                                   v1::StatusResponse* response) override;
   grpc::ServerBidiReactor<v1::ClientMessage, v1::ServerMessage>* Session(
       grpc::CallbackServerContext* context) override;
 
@@ -53,6 +66,9 @@ class CoordinationService final : public v1::Coordination::CallbackService {
   // elsewhere), and waits up to `timeout` for in-flight unary calls to be answered. True if
   // none is left.
   bool Drain(absl::Duration timeout);
+
+  // The client address actually listened on (known once the gRPC server has started).
+  void SetAddress(std::string address);
 
   // In-flight unary call accounting: Enter() refuses (false) once draining.
   bool Enter();
@@ -63,10 +79,12 @@ class CoordinationService final : public v1::Coordination::CallbackService {
   void Forget(StreamState* stream);
 
   pipeline::Replica* replica_;
+  const ServerInfo info_;
   absl::Mutex streams_mu_;
   absl::flat_hash_set<std::shared_ptr<StreamState>> streams_ ABSL_GUARDED_BY(streams_mu_);
   bool closing_ ABSL_GUARDED_BY(streams_mu_) = false;
   int unary_in_flight_ ABSL_GUARDED_BY(streams_mu_) = 0;
+  std::string address_ ABSL_GUARDED_BY(streams_mu_);
 };
 
 }  // namespace confab::rpc

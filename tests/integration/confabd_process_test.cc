@@ -203,6 +203,32 @@ TEST(ConfabdProcessTest, HealthCheckingAndReflection) {
   }
 }
 
+TEST(ConfabdProcessTest, StatusDescribesTheStandaloneMember) {
+  auto server = itest::StartConfabd();
+  ASSERT_NE(server, nullptr);
+  auto stub = Connect(server->Endpoint(0));
+  v1::CreateResponse created;
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext context;
+    v1::CreateRequest request;
+    request.set_path(absl::StrCat("/s", i));
+    ASSERT_TRUE(stub->Create(&context, request, &created).ok());
+  }
+  grpc::ClientContext context;
+  v1::StatusResponse status;
+  ASSERT_TRUE(stub->Status(&context, v1::StatusRequest(), &status).ok());
+  EXPECT_EQ(status.role(), v1::STANDALONE);
+  EXPECT_TRUE(status.serving());
+  EXPECT_EQ(status.last_zxid(), created.zxid());
+  EXPECT_EQ(status.epoch(), static_cast<uint32_t>(created.zxid() >> 32));
+  EXPECT_EQ(status.node_count(), 4u) << "the root and three nodes";
+  EXPECT_GE(status.log_records(), 3u);
+  EXPECT_NE(status.digest(), 0u);
+  EXPECT_NE(status.version(), "");
+  ASSERT_EQ(status.members_size(), 1);
+  EXPECT_EQ(status.members(0).address(), server->Endpoint(0));
+}
+
 TEST(ConfabdProcessTest, VersionAndHelp) {
   std::string output;
   int status = RunConfabd("--version", &output);
