@@ -48,6 +48,9 @@ demo() {
     sleep 0.1
   done
   build/samples/quickstart --endpoint=127.0.0.1:2281
+  echo "dev.sh: the same data through confabctl:"
+  build/sdk/confabctl --endpoints=127.0.0.1:2281 tree /superset
+  build/sdk/confabctl --endpoints=127.0.0.1:2281 status
   kill -TERM $pid
   wait $pid
   trap - EXIT
