@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "server/common/errors.h"
+#include "server/common/requests.h"
 
 namespace confab {
 namespace {
@@ -29,19 +30,6 @@ constexpr absl::Duration kTimerSleepMax = absl::Milliseconds(100);
 constexpr absl::Duration kHalfCloseGrace = absl::Seconds(2);
 
 void NameThisThread(const char* name) { pthread_setname_np(pthread_self(), name); }
-
-bool IsWrite(v1::SessionRequest::RequestCase kind) {
-  switch (kind) {
-    case v1::SessionRequest::kCreate:
-    case v1::SessionRequest::kSet:
-    case v1::SessionRequest::kDelete:
-    case v1::SessionRequest::kMulti:
-    case v1::SessionRequest::kClose:
-      return true;
-    default:
-      return false;
-  }
-}
 
 // Reads (and AddWatch): answering them twice changes nothing, so they are resent after a break.
 bool IsResendable(v1::SessionRequest::RequestCase kind) {
@@ -640,7 +628,7 @@ void ClientSession::ExpireRequestsLocked(absl::Time now) {
     pending_.erase(it);
     std::string message = absl::StrCat("no response to ", pending.what, " within request_timeout ",
                                        absl::FormatDuration(options_.request_timeout));
-    if (pending.written && IsWrite(pending.kind)) {
+    if (pending.written && IsWriteRequest(pending.kind)) {
       absl::StrAppend(&message, "; its outcome is unknown (it may have been applied)");
     }
     // A timed-out AddWatch leaves no watcher behind (the server may still set its watch).

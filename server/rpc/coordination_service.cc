@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/common/errors.h"
 #include "server/common/path.h"
+#include "server/common/requests.h"
 #include "server/pipeline/admission.h"
 #include "spdlog/spdlog.h"
 
@@ -35,18 +36,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status, grpc::CallbackServerContex
 
 bool IsError(const v1::Error& error) { return error.code() != v1::OK; }
 
-bool IsWrite(const v1::SessionRequest& request) {
-  switch (request.request_case()) {
-    case v1::SessionRequest::kCreate:
-    case v1::SessionRequest::kSet:
-    case v1::SessionRequest::kDelete:
-    case v1::SessionRequest::kMulti:
-    case v1::SessionRequest::kClose:
-      return true;
-    default:
-      return false;
-  }
-}
+bool IsWrite(const v1::SessionRequest& request) { return IsWriteRequest(request.request_case()); }
 
 // Admits a write request (validate -> transaction); the session is the caller's.
 absl::StatusOr<internal::Txn> Admit(v1::SessionRequest request, SessionId session,
