@@ -83,7 +83,7 @@ struct ServiceMember {
   std::string service;  // "name" in the node's data
   std::string address;
   std::optional<int> port;
-  nlohmann::json payload;  // null when none
+  nlohmann::json payload;             // null when none
   int64_t registration_time_utc = 0;  // ms since the Unix epoch
   int64_t sequence = -1;
   int64_t czxid = 0;

@@ -30,10 +30,10 @@ std::string NewUuid() {
     hi = absl::Uniform<uint64_t>(*gen);
     lo = absl::Uniform<uint64_t>(*gen);
   }
-  hi = (hi & ~uint64_t{0xF000}) | uint64_t{0x4000};                  // version 4
-  lo = (lo & ~(uint64_t{0xC} << 60)) | (uint64_t{0x8} << 60);        // variant 10xx
-  return absl::StrFormat("%08x-%04x-%04x-%04x-%012x", hi >> 32, (hi >> 16) & 0xFFFF,
-                         hi & 0xFFFF, lo >> 48, lo & uint64_t{0xFFFFFFFFFFFF});
+  hi = (hi & ~uint64_t{0xF000}) | uint64_t{0x4000};            // version 4
+  lo = (lo & ~(uint64_t{0xC} << 60)) | (uint64_t{0x8} << 60);  // variant 10xx
+  return absl::StrFormat("%08x-%04x-%04x-%04x-%012x", hi >> 32, (hi >> 16) & 0xFFFF, hi & 0xFFFF,
+                         lo >> 48, lo & uint64_t{0xFFFFFFFFFFFF});
 }
 
 int64_t SequenceOf(absl::string_view name) {
@@ -92,15 +92,15 @@ absl::StatusOr<std::optional<Created>> FindProtected(Client& client, absl::strin
 
 absl::StatusOr<Created> CreateProtected(Client& client, absl::string_view parent,
                                         absl::string_view name, absl::string_view data,
-                                        CreateMode mode, std::string id,
-                                        absl::Duration timeout) {
+                                        CreateMode mode, std::string id, absl::Duration timeout) {
+  // A caller-given id may have a node from an earlier attempt; a fresh one cannot.
+  bool search = !id.empty();
   if (id.empty()) id = NewUuid();
   const std::string prefix = absl::StrCat(kProtectedPrefix, id, "-");
   const std::string path = JoinPath(parent, absl::StrCat(prefix, name));
   const absl::Time deadline = absl::Now() + timeout;
-  // First look for a node of an earlier attempt (a caller retrying with the same id, or a
-  // create whose reply was lost), then create.
-  bool search = true;
+  // Look for a node of an earlier attempt (a caller retrying with the same id, or a create whose
+  // reply was lost) before each create that might repeat one.
   while (true) {
     absl::Status status;
     if (search) {
@@ -175,7 +175,9 @@ struct MembershipWatch::State {
   std::atomic<std::thread::id> delivering{};
 
   State(ServiceRegistry registry_copy, std::string service_name, MembershipCallback cb)
-      : registry(nullptr), service(std::move(service_name)), callback(std::move(cb)),
+      : registry(nullptr),
+        service(std::move(service_name)),
+        callback(std::move(cb)),
         registry_copy_(std::move(registry_copy)) {
     registry = &registry_copy_;
   }
@@ -213,8 +215,8 @@ void MembershipWatch::Close() {
 // ---- ServiceRegistry ----
 
 ServiceRegistry::ServiceRegistry(Client* client, std::string base_path)
-    : client_(client), base_path_(JoinPath("/", absl::StripSuffix(
-                                                    absl::StripPrefix(base_path, "/"), "/"))) {}
+    : client_(client),
+      base_path_(JoinPath("/", absl::StripSuffix(absl::StripPrefix(base_path, "/"), "/"))) {}
 
 absl::StatusOr<std::string> ServiceRegistry::ServicePath(absl::string_view service) const {
   if (service.empty() || absl::StrContains(service, '/')) {
@@ -298,12 +300,11 @@ absl::StatusOr<std::unique_ptr<MembershipWatch>> ServiceRegistry::Watch(
   auto base = ServicePath(service);
   if (!base.ok()) return base.status();
   if (absl::Status s = EnsurePath(*client_, *base); !s.ok()) return s;
-  auto state = std::make_shared<MembershipWatch::State>(*this, std::string(service),
-                                                        std::move(callback));
-  auto id = client_->AddWatch(*base, AddWatchMode::kPersistent,
-                              [state](const WatchEvent& event) {
-                                if (event.type != EventType::kNodeDataChanged) state->Refresh();
-                              });
+  auto state =
+      std::make_shared<MembershipWatch::State>(*this, std::string(service), std::move(callback));
+  auto id = client_->AddWatch(*base, AddWatchMode::kPersistent, [state](const WatchEvent& event) {
+    if (event.type != EventType::kNodeDataChanged) state->Refresh();
+  });
   if (!id.ok()) return id.status();
   // The first delivery, on the callback thread too (after any event already queued).
   client_->SyncAsync(*base, [state](absl::Status) { state->Refresh(); });
