@@ -451,10 +451,10 @@ TEST_F(PublisherTest, SupersetSamplesEndToEnd) {
   EXPECT_THAT(out, HasSubstr("rolled back to release 1 as release 3"));
   EXPECT_THAT(out, HasSubstr("history: 3 releases"));
 
-  // The node saw the releases live, typed.
-  EXPECT_TRUE(node.WaitForOutput("[node-a] config change ROW_LIMIT: 5000 -> 10000")) << node.out();
-  EXPECT_TRUE(node.WaitForOutput("[node-a] config change ROW_LIMIT: 10000 -> 5000")) << node.out();
-  EXPECT_TRUE(node.WaitForOutput("ROW_LIMIT=10000")) << node.out();
+  // The node follows the releases live. A change undone by the next release before the node
+  // re-read the key may collapse (events carry no data; ConfigCache re-reads), so only the final
+  // state is certain (checked below, after one more release).
+  EXPECT_TRUE(node.WaitForOutput("[node-a] config change ROW_LIMIT: ")) << node.out();
 
   // A change published while it runs (another release).
   auto client = Connect();
@@ -463,7 +463,8 @@ TEST_F(PublisherTest, SupersetSamplesEndToEnd) {
   open.allow_unknown_keys = true;
   ConfigPublisher direct(client.get(), "/superset/config", "/superset/config-releases", open);
   ASSERT_TRUE(direct.Publish({{"SQLLAB_TIMEOUT", 42}}, "test", "while running").ok());
-  EXPECT_TRUE(node.WaitForOutput("[node-a] config change SQLLAB_TIMEOUT: 300 -> 42")) << node.out();
+  EXPECT_TRUE(node.WaitForOutput("[node-a] config change SQLLAB_TIMEOUT: ")) << node.out();
+  EXPECT_TRUE(node.WaitForOutput("settings now: ROW_LIMIT=5000 SQLLAB_TIMEOUT=42")) << node.out();
   EXPECT_TRUE(node.WaitForOutput("fencing token ")) << node.out();
   EXPECT_TRUE(node.WaitForOutput("scheduled reports job #")) << node.out();
 

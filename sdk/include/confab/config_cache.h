@@ -12,10 +12,14 @@
 // queued — Syncs and reads every node of the subtree. Events that arrive before the load are
 // dropped (the load's reads are sent after they arrived, so they reflect them); every later
 // event re-reads the node it names. Since the watch exists before the first read, no change is
-// missed between load and watch. (The Python binding instead passes start_zxid = the load's zxid
-// to AddWatch; confab::Client::AddWatch has no start_zxid parameter, and this order gives the same
-// guarantee without one.) Across reconnects the Client resumes the watch itself; a kEventsMissed
-// event makes the cache reload the whole subtree (and report the differences).
+// missed between load and watch. Because an event carries no data, the re-read returns the value
+// of the moment, not of the event's zxid: when a key changes and changes back before the re-read
+// (5000 -> 10000 -> 5000), listeners may see no change at all. The final state is always right;
+// a reader that needs every intermediate release follows the publisher's release sequence. (The
+// Python binding instead passes start_zxid = the load's zxid to AddWatch; confab::Client::AddWatch
+// has no start_zxid parameter, and this order gives the same guarantee without one.) Across
+// reconnects the Client resumes the watch itself; a kEventsMissed event makes the cache reload the
+// whole subtree (and report the differences).
 //
 // zxid(): the zxid of the newest change applied: after the load, the greatest mzxid/pzxid of the
 // subtree's nodes; then the zxid of each applied event.
