@@ -50,9 +50,9 @@ struct ReplicaOptions {
   int64_t tick_ms = 100;                   // session expiry granularity
   uint64_t snapshot_every_txns = 100'000;  // a snapshot after this many applied transactions
   size_t snapshots_kept = 3;
-  size_t detached_events_max = 10'000;   // events kept for a session with no stream attached
+  size_t detached_events_max = 10'000;    // events kept for a session with no stream attached
   size_t watch_history_events = 100'000;  // recent changes kept for watches resumed by zxid
-  uint8_t member_id = 0;                // high byte of the session ids this member hands out
+  uint8_t member_id = 0;                  // high byte of the session ids this member hands out
   storage::LogOptions log;
 };
 

@@ -50,8 +50,7 @@ TEST(AdmissionTest, BadPathsAndRootAreRefused) {
             v1::NODE_EXISTS);
   v1::DeleteRequest del;
   del.set_path("/");
-  EXPECT_EQ(ErrorCodeOf(AdmitDelete(del, kSession, kNow, Limits()).status()),
-            v1::INVALID_ARGUMENT);
+  EXPECT_EQ(ErrorCodeOf(AdmitDelete(del, kSession, kNow, Limits()).status()), v1::INVALID_ARGUMENT);
   v1::SetRequest set;
   set.set_path("/a/../b");
   EXPECT_EQ(ErrorCodeOf(AdmitSet(set, kSession, kNow, Limits()).status()), v1::INVALID_PATH);
@@ -65,9 +64,8 @@ TEST(AdmissionTest, UnknownCreateModeIsRefused) {
 TEST(AdmissionTest, DataOverTheLimitIsTooLargeAndNamesTheLimit) {
   Limits limits;
   limits.data_bytes_max = 10;
-  EXPECT_TRUE(AdmitCreate(Create("/a", v1::PERSISTENT, std::string(10, 'x')), kSession, kNow,
-                          limits)
-                  .ok());
+  EXPECT_TRUE(
+      AdmitCreate(Create("/a", v1::PERSISTENT, std::string(10, 'x')), kSession, kNow, limits).ok());
   auto txn =
       AdmitCreate(Create("/a", v1::PERSISTENT, std::string(11, 'x')), kSession, kNow, limits);
   EXPECT_EQ(ErrorCodeOf(txn.status()), v1::TOO_LARGE);
