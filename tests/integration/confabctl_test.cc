@@ -26,6 +26,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "child_process.h"
 #include "confab/client.h"
 #include "confab/testing/local_ensemble.h"
 #include "confab/v1/coordination.grpc.pb.h"
@@ -52,15 +53,7 @@ constexpr int kExitFailed = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitCannotConnect = 3;
 
-struct Outcome {
-  int exit_code = -1;  // -1: killed (did not exit within its bound) or died of a signal
-  std::string out;
-  std::string err;
-};
-
-std::ostream& operator<<(std::ostream& os, const Outcome& o) {
-  return os << "exit " << o.exit_code << "\n--- stdout:\n" << o.out << "--- stderr:\n" << o.err;
-}
+using Outcome = itest::ChildOutcome;
 
 // One confabctl process: its stdin is `input` (then closed), its stdout and stderr are collected
 // while the test waits on it. The environment is the test's, without CONFAB_ENDPOINTS, plus
@@ -68,131 +61,39 @@ std::ostream& operator<<(std::ostream& os, const Outcome& o) {
 class Confabctl {
  public:
   Confabctl(const std::vector<std::string>& args, const std::string& input = "",
-            const std::vector<std::string>& env = {}) {
-    // Everything the child needs is built before fork(): a multithreaded parent's child may only
-    // make async-signal-safe calls.
-    std::vector<std::string> argv_storage = {CONFABCTL_PATH};
-    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
-    std::vector<std::string> env_storage;
-    for (char** e = environ; *e != nullptr; ++e) {
-      if (!absl::StartsWith(*e, "CONFAB_ENDPOINTS=")) env_storage.emplace_back(*e);
-    }
-    env_storage.insert(env_storage.end(), env.begin(), env.end());
-    std::vector<char*> argv = Pointers(argv_storage);
-    std::vector<char*> envp = Pointers(env_storage);
-
-    int in[2], out[2], err[2];
-    EXPECT_EQ(pipe2(in, O_CLOEXEC), 0);
-    EXPECT_EQ(pipe2(out, O_CLOEXEC), 0);
-    EXPECT_EQ(pipe2(err, O_CLOEXEC), 0);
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(in[0], STDIN_FILENO);
-      dup2(out[1], STDOUT_FILENO);
-      dup2(err[1], STDERR_FILENO);
-      execve(argv[0], argv.data(), envp.data());
-      _exit(127);
-    }
-    EXPECT_GT(pid_, 0);
-    close(in[0]);
-    close(out[1]);
-    close(err[1]);
-    if (!input.empty()) {  // small: fits the pipe's buffer
-      EXPECT_EQ(write(in[1], input.data(), input.size()), static_cast<ssize_t>(input.size()));
-    }
-    close(in[1]);
-    out_fd_ = out[0];
-    err_fd_ = err[0];
-  }
-
-  ~Confabctl() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    if (out_fd_ >= 0) close(out_fd_);
-    if (err_fd_ >= 0) close(err_fd_);
-  }
-
-  Confabctl(const Confabctl&) = delete;
-  Confabctl& operator=(const Confabctl&) = delete;
+            const std::vector<std::string>& env = {})
+      : process_(Argv(args), input, Environment(env)) {}
 
   // Waits (bounded) until stdout holds `lines` complete lines; returns them.
   std::vector<std::string> WaitForLines(size_t lines, absl::Duration timeout = kRunTimeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (Lines().size() < lines && Pump(deadline)) {
-    }
-    std::vector<std::string> got = Lines();
+    std::vector<std::string> got = process_.WaitForLines(lines, timeout);
     EXPECT_GE(got.size(), lines) << "stdout so far:\n"
-                                 << outcome_.out << "stderr:\n"
-                                 << outcome_.err;
+                                 << process_.out() << "stderr:\n"
+                                 << process_.err();
     return got;
   }
 
-  void Signal(int signal) { kill(pid_, signal); }
+  void Signal(int signal) { process_.Signal(signal); }
 
   // Waits (bounded) for the exit; kills the process past the bound (exit_code stays -1).
-  Outcome Finish(absl::Duration timeout = kRunTimeout) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (Pump(deadline)) {
-    }
-    int status = 0;
-    while (pid_ > 0) {
-      pid_t r = waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        pid_ = -1;
-        if (WIFEXITED(status)) outcome_.exit_code = WEXITSTATUS(status);
-      } else if (absl::Now() >= deadline) {
-        ADD_FAILURE() << "confabctl did not exit within " << timeout << "; killed";
-        kill(pid_, SIGKILL);
-      } else {
-        absl::SleepFor(absl::Milliseconds(5));
-      }
-    }
-    return outcome_;
-  }
+  Outcome Finish(absl::Duration timeout = kRunTimeout) { return process_.Finish(timeout); }
 
  private:
-  static std::vector<char*> Pointers(std::vector<std::string>& strings) {
-    std::vector<char*> pointers;
-    for (std::string& s : strings) pointers.push_back(s.data());
-    pointers.push_back(nullptr);
-    return pointers;
+  static std::vector<std::string> Argv(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {CONFABCTL_PATH};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
   }
-
-  std::vector<std::string> Lines() const {
-    std::vector<std::string> lines = absl::StrSplit(outcome_.out, '\n');
-    lines.pop_back();  // the unfinished line after the last '\n'
-    return lines;
-  }
-
-  // Reads what is there (waiting for it until `deadline`); false once both pipes are at their
-  // end or the deadline passed.
-  bool Pump(absl::Time deadline) {
-    pollfd fds[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
-    std::string* sinks[2] = {&outcome_.out, &outcome_.err};
-    if (out_fd_ < 0 && err_fd_ < 0) return false;
-    const int64_t wait_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
-    if (wait_ms <= 0) return false;
-    if (poll(fds, 2, static_cast<int>(wait_ms)) < 0 && errno != EINTR) return false;
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      char buffer[4096];
-      ssize_t n = read(fds[i].fd, buffer, sizeof buffer);
-      if (n > 0) {
-        sinks[i]->append(buffer, static_cast<size_t>(n));
-      } else if (n == 0 || errno != EINTR) {
-        close(fds[i].fd);
-        (i == 0 ? out_fd_ : err_fd_) = -1;
-      }
+  static std::vector<std::string> Environment(const std::vector<std::string>& extra) {
+    std::vector<std::string> env;
+    for (std::string& e : itest::ChildProcess::CurrentEnvironment()) {
+      if (!absl::StartsWith(e, "CONFAB_ENDPOINTS=")) env.push_back(std::move(e));
     }
-    return true;
+    env.insert(env.end(), extra.begin(), extra.end());
+    return env;
   }
 
-  pid_t pid_ = -1;
-  int out_fd_ = -1;
-  int err_fd_ = -1;
-  Outcome outcome_;
+  itest::ChildProcess process_;
 };
 
 // The server's count of watches (from the Status call): a watch confabctl set is armed once it

@@ -26,6 +26,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "child_process.h"
 #include "confab/client.h"
 #include "confab/config_cache.h"
 #include "confab/config_publisher.h"
@@ -328,104 +329,18 @@ TEST_F(PublisherTest, RollbackRestoresExactlyTheEarlierContent) {
 
 // ---- The samples, run as their users run them ----
 
-// One child process whose stdout and stderr are collected while the test waits on it.
+// One sample process, its output collected while the test waits on it.
 class Process {
  public:
-  explicit Process(std::vector<std::string> args) {
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int out[2], err[2];
-    EXPECT_EQ(pipe2(out, O_CLOEXEC), 0);
-    EXPECT_EQ(pipe2(err, O_CLOEXEC), 0);
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(out[1], STDOUT_FILENO);
-      dup2(err[1], STDERR_FILENO);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    EXPECT_GT(pid_, 0);
-    close(out[1]);
-    close(err[1]);
-    out_fd_ = out[0];
-    err_fd_ = err[0];
-  }
-
-  ~Process() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    if (out_fd_ >= 0) close(out_fd_);
-    if (err_fd_ >= 0) close(err_fd_);
-  }
-
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-
-  // Waits (bounded) until stdout contains `text`.
-  bool WaitForOutput(absl::string_view text, absl::Duration timeout = kWait) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (!absl::StrContains(out_, text) && Pump(deadline)) {
-    }
-    return absl::StrContains(out_, text);
-  }
-
-  void Signal(int signal) { kill(pid_, signal); }
-
-  // Waits (bounded) for the exit; -1 when killed past the bound or dead of a signal.
-  int Finish(absl::Duration timeout = kWait) {
-    const absl::Time deadline = absl::Now() + timeout;
-    while (Pump(deadline)) {
-    }
-    int status = 0;
-    int code = -1;
-    while (pid_ > 0) {
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        if (WIFEXITED(status)) code = WEXITSTATUS(status);
-      } else if (absl::Now() >= deadline) {
-        kill(pid_, SIGKILL);
-      } else {
-        absl::SleepFor(absl::Milliseconds(5));
-      }
-    }
-    return code;
-  }
-
-  const std::string& out() const { return out_; }
-  const std::string& err() const { return err_; }
+  explicit Process(std::vector<std::string> args) : process_(std::move(args)) {}
+  bool WaitForOutput(absl::string_view text) { return process_.WaitForOutput(text, kWait); }
+  void Signal(int signal) { process_.Signal(signal); }
+  int Finish(absl::Duration timeout = kWait) { return process_.Finish(timeout).exit_code; }
+  const std::string& out() const { return process_.out(); }
+  const std::string& err() const { return process_.err(); }
 
  private:
-  bool Pump(absl::Time deadline) {
-    pollfd fds[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
-    std::string* sinks[2] = {&out_, &err_};
-    if (out_fd_ < 0 && err_fd_ < 0) return false;
-    const int64_t wait_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
-    if (wait_ms <= 0) return false;
-    if (poll(fds, 2, static_cast<int>(std::min<int64_t>(wait_ms, 100))) < 0 && errno != EINTR) {
-      return false;
-    }
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
-      char buffer[4096];
-      ssize_t n = read(fds[i].fd, buffer, sizeof buffer);
-      if (n > 0) {
-        sinks[i]->append(buffer, static_cast<size_t>(n));
-      } else if (n == 0 || errno != EINTR) {
-        close(fds[i].fd);
-        (i == 0 ? out_fd_ : err_fd_) = -1;
-      }
-    }
-    return true;
-  }
-
-  pid_t pid_ = -1;
-  int out_fd_ = -1;
-  int err_fd_ = -1;
-  std::string out_;
-  std::string err_;
+  itest::ChildProcess process_;
 };
 
 TEST_F(PublisherTest, SupersetSamplesEndToEnd) {
