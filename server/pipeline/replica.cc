@@ -523,6 +523,10 @@ void Replica::Read(const v1::SessionRequest& request, SessionId session, ReadDel
 
 void Replica::TickLoop() {
   NameThisThread("confab-tick");
+  // A gap far beyond a tick means this process did not run (SIGSTOP, a stall): its clients'
+  // heartbeats went unanswered through no fault of theirs.
+  const int64_t stall_ms = std::max<int64_t>(1000, 10 * options_.tick_ms);
+  int64_t last_tick_ms = NowMs();
   for (;;) {
     {
       absl::MutexLock lock(&propose_mu_);
@@ -534,8 +538,15 @@ void Replica::TickLoop() {
     }
     std::vector<SessionId> expired;
     {
+      const int64_t now = NowMs();
       absl::MutexLock lock(&tracker_mu_);
-      expired = tracker_.TakeExpired(NowMs());
+      if (now - last_tick_ms > stall_ms) {
+        spdlog::warn("the server did not run for {} ms; every session gets a fresh timeout",
+                     now - last_tick_ms);
+        tracker_.TouchAll(now);
+      }
+      last_tick_ms = now;
+      expired = tracker_.TakeExpired(now);
     }
     for (SessionId id : expired) {
       spdlog::info("session {} expired; closing it and deleting its ephemeral nodes",

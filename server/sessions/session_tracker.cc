@@ -42,6 +42,14 @@ bool SessionTracker::Touch(SessionId id, int64_t now_ms) {
   return true;
 }
 
+void SessionTracker::TouchAll(int64_t now_ms) {
+  std::vector<SessionId> live;
+  for (const auto& [id, entry] : sessions_) {
+    if (!entry.expiring) live.push_back(id);
+  }
+  for (SessionId id : live) Touch(id, now_ms);
+}
+
 void SessionTracker::Remove(SessionId id) {
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return;

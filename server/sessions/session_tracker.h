@@ -30,6 +30,11 @@ class SessionTracker {
   // not returned again) until Remove()d or Touch()ed: the caller proposes their close.
   std::vector<SessionId> TakeExpired(int64_t now_ms);
 
+  // The server itself was not running (paused, stalled) until `now_ms`: its clients could not be
+  // heard, so every session not already expiring gets a full timeout from now, as a new leader
+  // gives them in ZooKeeper.
+  void TouchAll(int64_t now_ms);
+
   size_t size() const { return sessions_.size(); }
 
  private:

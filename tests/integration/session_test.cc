@@ -840,6 +840,21 @@ TEST_F(SessionTest, ASessionThatStopsHeartbeatingExpires) {
   ExpectStreamError(unknown.Resume(0x0123456789abcdef), v1::SESSION_EXPIRED);
 }
 
+// A server that did not run for longer than a session's timeout (SIGSTOP here; a stall in real
+// life) does not expire its clients' sessions the moment it runs again: they could not be heard.
+TEST_F(SessionTest, SessionsSurviveAServerStallLongerThanTheirTimeout) {
+  auto s = NewSession(kMinTimeoutMs);
+  ASSERT_NE(s, nullptr);
+  ASSERT_TRUE(s->Call(req::Create(P("eph"), "", v1::EPHEMERAL)).has_create());
+  ASSERT_TRUE(server_->Pause(0).ok());
+  absl::SleepFor(absl::Milliseconds(3 * kMinTimeoutMs));
+  ASSERT_TRUE(server_->Resume(0).ok());
+  ExpectOk(s->Heartbeat());
+  absl::SleepFor(absl::Milliseconds(kMinTimeoutMs / 2));
+  ExpectOk(s->Heartbeat());
+  EXPECT_TRUE(unary_->Exists(P("eph"))->exists());
+}
+
 TEST_F(SessionTest, ResumeOnANewStreamKeepsEphemeralsAndReplaysMissedEventsFromAZxid) {
   auto a = NewSession(2000);
   ASSERT_NE(a, nullptr);

@@ -99,5 +99,18 @@ TEST(SessionTrackerTest, ManySessionsExpireInBatchesPerTick) {
   EXPECT_EQ(tracker.size(), 50u);
 }
 
+TEST(SessionTrackerTest, AfterAStallEverySessionGetsAFullTimeoutButExpiringOnesStayExpiring) {
+  SessionTracker tracker(100);
+  tracker.Add(kA, 1000, 0);  // deadline 1100
+  tracker.Add(kB, 1000, 0);
+  tracker.Add(kC, 500, 0);                                 // deadline 600
+  EXPECT_THAT(tracker.TakeExpired(700), ElementsAre(kC));  // its close is being proposed
+  // The server was stopped from 700 to 5000: A and B would all be overdue.
+  tracker.TouchAll(5000);
+  EXPECT_THAT(tracker.TakeExpired(5000), IsEmpty());
+  EXPECT_THAT(tracker.TakeExpired(6099), IsEmpty());
+  EXPECT_THAT(tracker.TakeExpired(6100), ElementsAre(kA, kB));
+}
+
 }  // namespace
 }  // namespace confab::sessions
