@@ -44,15 +44,7 @@ using json = nlohmann::json;
 
 constexpr absl::Duration kWait = absl::Seconds(10);
 
-template <typename Pred>
-bool WaitFor(Pred pred, absl::Duration timeout = kWait) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (pred()) return true;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return pred();
-}
+using itest::WaitFor;
 
 ConfigSchema TestSchema() {
   ConfigSchema schema;

@@ -33,16 +33,7 @@ using ::testing::HasSubstr;
 
 constexpr absl::Duration kWait = absl::Seconds(10);
 
-// Polls `pred` until true or kWait passed.
-template <typename Pred>
-bool WaitFor(Pred pred, absl::Duration timeout = kWait) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (pred()) return true;
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  return pred();
-}
+using itest::WaitFor;
 
 class RecipesTest : public ::testing::Test {
  protected:

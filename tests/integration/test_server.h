@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "confab/testing/local_ensemble.h"
 #include "gtest/gtest.h"
 
@@ -26,6 +28,17 @@ inline std::unique_ptr<testing::LocalEnsemble> StartConfabd(std::vector<std::str
 // "/<name of the running test>": a node each test can work under without meeting the others.
 inline std::string TestRoot() {
   return absl::StrCat("/", ::testing::UnitTest::GetInstance()->current_test_info()->name());
+}
+
+// Polls `pred` every 10 ms until it holds or `timeout` passed; its last answer.
+template <typename Pred>
+bool WaitFor(Pred pred, absl::Duration timeout = absl::Seconds(10)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (pred()) return true;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return pred();
 }
 
 }  // namespace confab::itest
