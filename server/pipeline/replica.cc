@@ -353,25 +353,26 @@ void Replica::OpenSession(int32_t requested_timeout_ms, OpenDone done) {
 
 absl::StatusOr<v1::SessionOpened> Replica::ResumeSession(SessionId id) {
   absl::MutexLock lock(&tree_mu_);
-  for (const tree::SessionInfo& session : tree_.Sessions()) {
-    if (session.id != id) continue;
-    {
-      absl::MutexLock tracker_lock(&tracker_mu_);
-      if (!tracker_.Touch(id, NowMs())) break;  // expired, its close is on the way
-    }
-    // Watches belong to a stream: what was registered or queued for the old one goes, and the
-    // client re-adds its watches from the last zxid it saw (AddWatch start_zxid).
-    watches_.RemoveSession(id);
-    {
-      absl::MutexLock sinks_lock(&sinks_mu_);
-      sinks_[id].queued.clear();
-    }
-    v1::SessionOpened opened;
-    FillOpened(id, session.timeout_ms, /*resumed=*/true, tree_.last_applied(), &opened);
-    return opened;
+  std::optional<int32_t> timeout_ms = tree_.SessionTimeout(id);
+  bool alive = false;
+  if (timeout_ms.has_value()) {
+    absl::MutexLock tracker_lock(&tracker_mu_);
+    alive = tracker_.Touch(id, NowMs());  // false: expired, its close is on the way
   }
-  return MakeError(v1::SESSION_EXPIRED,
-                   absl::StrCat("session ", id.ToString(), " is expired, closed or unknown"));
+  if (!alive) {
+    return MakeError(v1::SESSION_EXPIRED,
+                     absl::StrCat("session ", id.ToString(), " is expired, closed or unknown"));
+  }
+  // Watches belong to a stream: what was registered or queued for the old one goes, and the
+  // client re-adds its watches from the last zxid it saw (AddWatch start_zxid).
+  watches_.RemoveSession(id);
+  {
+    absl::MutexLock sinks_lock(&sinks_mu_);
+    sinks_[id].queued.clear();
+  }
+  v1::SessionOpened opened;
+  FillOpened(id, *timeout_ms, /*resumed=*/true, tree_.last_applied(), &opened);
+  return opened;
 }
 
 void Replica::CloseSession(SessionId id, WriteDone done) {
@@ -646,7 +647,7 @@ Replica::Stats Replica::stats() const {
     stats.last_applied = tree_.last_applied();
     stats.digest = tree_.digest();
     stats.nodes = tree_.node_count();
-    stats.sessions = tree_.Sessions().size();
+    stats.sessions = tree_.session_count();
     stats.watches = watches_.watch_count();
   }
   if (log_writer_ != nullptr) stats.log = log_writer_->stats();

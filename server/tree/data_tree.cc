@@ -580,6 +580,12 @@ absl::Status DataTree::GetChildren(absl::string_view path, std::vector<std::stri
 
 bool DataTree::HasSession(SessionId id) const { return sessions_.contains(id); }
 
+std::optional<int32_t> DataTree::SessionTimeout(SessionId id) const {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return std::nullopt;
+  return it->second;
+}
+
 std::vector<SessionInfo> DataTree::Sessions() const {
   std::vector<SessionInfo> sessions;
   sessions.reserve(sessions_.size());

@@ -103,6 +103,9 @@ class DataTree {
                            Stat* stat) const;
 
   bool HasSession(SessionId id) const;
+  // The timeout of an open session; nullopt when it is not open.
+  std::optional<int32_t> SessionTimeout(SessionId id) const;
+  size_t session_count() const { return sessions_.size(); }
   std::vector<SessionInfo> Sessions() const;  // sorted by id
   // Paths of the ephemeral nodes `id` owns, sorted.
   std::vector<std::string> EphemeralsOf(SessionId id) const;
