@@ -13,7 +13,9 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -22,6 +24,7 @@
 #include "server/config/json_config.h"
 #include "server/pipeline/replica.h"
 #include "server/rpc/coordination_service.h"
+#include "server/rpc/peer_transport.h"
 #include "server/storage/durable_file.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
@@ -46,6 +49,19 @@ ABSL_FLAG(uint64_t, max_txn_bytes, 4 << 20, "Largest transaction (e.g. a Multi),
 ABSL_FLAG(uint64_t, watch_history_events, 100000,
           "Recent changes remembered so that watches re-added from a zxid miss nothing");
 ABSL_FLAG(std::string, log_level, "info", "Log level: trace, debug, info, warn, error");
+ABSL_FLAG(uint32_t, id, 0,
+          "This member's id (1..255) in --peers; standalone when --peers is empty");
+ABSL_FLAG(std::string, peers, "",
+          "Every member of the ensemble as id=host:port of its peer service, comma separated "
+          "(this member's entry is where it listens for peers), e.g. "
+          "1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103. Empty: standalone");
+ABSL_FLAG(int32_t, election_timeout_ticks, 5,
+          "Ticks (--tick-ms) before an election round is retried (plus up to as much jitter)");
+ABSL_FLAG(
+    int32_t, sync_limit_ticks, 10,
+    "Ticks a follower waits for its leader, and a leader for a quorum, before electing again");
+ABSL_FLAG(int32_t, init_limit_ticks, 100,
+          "Ticks a follower has to synchronize with a new leader (snapshot transfer included)");
 
 namespace {
 
@@ -79,11 +95,45 @@ absl::Status CheckFlags() {
     return bad("--max-txn-bytes must be at least --max-data-bytes and at most 268435456");
   }
   if (absl::GetFlag(FLAGS_snapshots_kept) == 0) return bad("--snapshots-kept must be at least 1");
+  if (absl::GetFlag(FLAGS_election_timeout_ticks) <= 0 ||
+      absl::GetFlag(FLAGS_sync_limit_ticks) <= 0 || absl::GetFlag(FLAGS_init_limit_ticks) <= 0) {
+    return bad(
+        "--election-timeout-ticks, --sync-limit-ticks and --init-limit-ticks must be positive");
+  }
   if (spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)) == spdlog::level::off &&
       absl::GetFlag(FLAGS_log_level) != "off") {
     return bad(absl::StrCat("--log-level: unknown level \"", absl::GetFlag(FLAGS_log_level), "\""));
   }
   return absl::OkStatus();
+}
+
+// Parses --peers ("1=host:port,2=host:port,..."), checking ids and that --id is one of them.
+absl::StatusOr<std::vector<confab::rpc::PeerEndpoint>> ParsePeers(const std::string& spec,
+                                                                  uint32_t self) {
+  std::vector<confab::rpc::PeerEndpoint> peers;
+  if (spec.empty()) return peers;
+  bool self_listed = false;
+  for (absl::string_view item : absl::StrSplit(spec, ',', absl::SkipWhitespace())) {
+    std::pair<std::string, std::string> parts = absl::StrSplit(item, absl::MaxSplits('=', 1));
+    uint32_t id = 0;
+    if (!absl::SimpleAtoi(parts.first, &id) || id == 0 || id > 255 || parts.second.empty() ||
+        parts.second.find(':') == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--peers: \"", std::string(item), "\" is not id=host:port with an id in 1..255"));
+    }
+    for (const auto& peer : peers) {
+      if (peer.id.value() == id) {
+        return absl::InvalidArgumentError(absl::StrCat("--peers: member ", id, " is listed twice"));
+      }
+    }
+    self_listed |= id == self;
+    peers.push_back({confab::MemberId(id), parts.second});
+  }
+  if (!self_listed) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--id ", self, " is not one of the members in --peers"));
+  }
+  return peers;
 }
 
 }  // namespace
@@ -135,7 +185,26 @@ int main(int argc, char** argv) {
   options.limits.txn_bytes_max = absl::GetFlag(FLAGS_max_txn_bytes);
   options.watch_history_events = absl::GetFlag(FLAGS_watch_history_events);
 
-  spdlog::info("confabd {} starting: data dir {}", kVersion, options.data_dir);
+  options.election_timeout_ticks = absl::GetFlag(FLAGS_election_timeout_ticks);
+  options.sync_limit_ticks = absl::GetFlag(FLAGS_sync_limit_ticks);
+  options.init_limit_ticks = absl::GetFlag(FLAGS_init_limit_ticks);
+
+  auto peers = ParsePeers(absl::GetFlag(FLAGS_peers), absl::GetFlag(FLAGS_id));
+  if (!peers.ok()) Fail(std::string(peers.status().message()));
+  std::unique_ptr<confab::rpc::PeerTransport> transport;
+  if (!peers->empty()) {
+    options.self = confab::MemberId(absl::GetFlag(FLAGS_id));
+    for (const auto& peer : *peers) options.members.push_back(peer.id);
+    transport = std::make_unique<confab::rpc::PeerTransport>(options.self, *peers);
+    options.network = transport.get();
+  } else if (absl::GetFlag(FLAGS_id) != 0) {
+    Fail("--id needs --peers (the ensemble's members); leave both out for a standalone server");
+  }
+
+  spdlog::info("confabd {} starting: data dir {}{}", kVersion, options.data_dir,
+               peers->empty()
+                   ? std::string(", standalone")
+                   : absl::StrCat(", member ", options.self.value(), " of ", peers->size()));
   auto replica = confab::pipeline::Replica::Open(options);
   if (!replica.ok()) {
     Fail(absl::StrCat("cannot start on data dir ", options.data_dir, ": ",
@@ -149,13 +218,15 @@ int main(int argc, char** argv) {
                  recovery.log.truncated_at_offset);
   }
   spdlog::info(
-      "recovered the state at zxid {} (snapshot: {}; {} log records replayed) in {} ms; "
-      "this run is epoch {}",
+      "recovered the log to zxid {} (snapshot: {}; {} log records after it) in {} ms; "
+      "accepted epoch {}, current epoch {}",
       recovery.last_zxid.ToString(),
       recovery.snapshot_path.empty() ? std::string("none") : recovery.snapshot_path,
-      recovery.log_records_replayed, recovery.duration_ms, recovery.epoch);
+      recovery.log_records_after_snapshot, recovery.duration_ms, recovery.accepted_epoch,
+      recovery.current_epoch);
 
-  confab::rpc::CoordinationService service(replica->get(), {kVersion, absl::Now()});
+  confab::rpc::CoordinationService service(replica->get(),
+                                           {kVersion, absl::Now(), transport.get()});
   // Generic gRPC tooling (grpcurl, other languages' clients) can check health and discover the API.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -179,6 +250,30 @@ int main(int argc, char** argv) {
     Fail(std::string(status.message()));
   }
   spdlog::info("listening on {}", address);
+  if (transport != nullptr) {
+    confab::pipeline::Replica* member = replica->get();
+    absl::Status started = transport->Start(
+        [member](confab::internal::PeerBatch batch) {
+          member->replicator()->Receive(std::move(batch));
+        },
+        [member](confab::Zxid zxid) { return member->SnapshotPathAt(zxid); },
+        [member, address] {
+          confab::internal::MemberReport report;
+          const confab::pipeline::RoleState role = member->role();
+          report.set_client_address(address);
+          report.set_state(role.role == confab::zab::Role::kLeading ? confab::internal::LEADING
+                           : role.role == confab::zab::Role::kFollowing
+                               ? confab::internal::FOLLOWING
+                               : confab::internal::LOOKING);
+          report.set_serving(role.serving);
+          report.set_leader(role.leader.value());
+          report.set_epoch(role.epoch);
+          report.set_last_applied(member->last_applied().ToInt());
+          return report;
+        });
+    if (!started.ok()) Fail(std::string(started.message()));
+    spdlog::info("listening for peers on {}", absl::GetFlag(FLAGS_peers));
+  }
 
   int exit_code = 0;
   for (;;) {
@@ -199,7 +294,9 @@ int main(int argc, char** argv) {
     spdlog::warn("some requests were still in flight after 10s; cancelling them");
   }
   server->Shutdown(std::chrono::system_clock::now());
+  // Writes still in flight are decided through the peers, which stop after.
   (*replica)->Shutdown();
+  if (transport != nullptr) transport->Stop();
   confab::pipeline::Replica::Stats stats = (*replica)->stats();
   spdlog::info("stopped at zxid {}: {} writes in {} fsyncs", stats.last_applied.ToString(),
                stats.log.records, stats.log.batches);

@@ -1,21 +1,24 @@
-// Replica is one member's server shell around the pure modules: it recovers the state from the
-// data directory, runs the write path (admitted transaction -> zxid -> durable log with group
-// commit -> apply in zxid order -> reply), serves reads against the applied state, tracks session
-// expiry, routes watch events to sessions, and takes snapshots without stopping writes.
+// Replica is one member's server around the pure modules: it recovers the state from the data
+// directory, hands writes to the Replicator (the ZAB shell: forwarded to the leader, proposed,
+// logged with group commit, committed by a quorum), applies committed transactions in zxid order
+// and answers their clients, serves reads against the applied state, tracks session expiry (the
+// leader decides it; followers report what their clients touched), routes watch events to
+// sessions, and takes snapshots without stopping writes.
 //
-// Today the member is standalone (an ensemble of one): a transaction commits when it is durable on
-// this member. The ZAB core slots in between "logged" and "applied" without changing the stages
-// on either side.
+// Standalone is an ensemble of one on the same path: it elects itself, and a write commits when
+// it is durable.
 //
-// Threads: callers (gRPC threads) admit and submit; "confab-log" makes batches durable;
-// "confab-apply" applies them and replies; "confab-tick" expires sessions; "confab-snap" writes
-// snapshots. Lock order: tree_mu_ -> sinks_mu_ -> a sink's own lock, and tree_mu_ -> tracker_mu_;
-// propose_mu_ is never held while taking another lock of this class.
+// Threads: callers (gRPC threads) admit and submit; "confab-zab" runs the replicator; "confab-log"
+// makes batches durable; "confab-apply" applies them and replies; "confab-tick" expires sessions;
+// "confab-snap" writes snapshots. Lock order: tree_mu_ -> sinks_mu_ -> a sink's own lock, and
+// tree_mu_ -> tracker_mu_; apply_mu_ is never held while taking another lock of this class.
 #ifndef CONFAB_SERVER_PIPELINE_REPLICA_H_
 #define CONFAB_SERVER_PIPELINE_REPLICA_H_
 
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -28,10 +31,13 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "confab/internal/txn.pb.h"
 #include "confab/v1/coordination.pb.h"
 #include "server/common/types.h"
 #include "server/pipeline/admission.h"
+#include "server/pipeline/peer_network.h"
+#include "server/pipeline/replicator.h"
 #include "server/sessions/session_tracker.h"
 #include "server/storage/data_dir.h"
 #include "server/storage/log_writer.h"
@@ -47,22 +53,32 @@ struct ReplicaOptions {
   Limits limits;
   int32_t session_timeout_min_ms = 2'000;
   int32_t session_timeout_max_ms = 60'000;
-  int64_t tick_ms = 100;                   // session expiry granularity
+  int64_t tick_ms = 100;                   // session expiry and ZAB tick granularity
   uint64_t snapshot_every_txns = 100'000;  // a snapshot after this many applied transactions
   size_t snapshots_kept = 3;
   size_t detached_events_max = 10'000;    // events kept for a session with no stream attached
   size_t watch_history_events = 100'000;  // recent changes kept for watches resumed by zxid
-  uint8_t member_id = 0;                  // high byte of the session ids this member hands out
   storage::LogOptions log;
+  // The ensemble: this member and every voting member (itself included). Standalone: id 1 (or
+  // 0, shown as such) and members empty. Ids go in the high byte of the session ids handed out.
+  MemberId self;
+  std::vector<MemberId> members;
+  int election_timeout_ticks = 5;
+  int init_limit_ticks = 100;
+  int sync_limit_ticks = 10;
+  PeerNetwork* network = nullptr;  // required with more than one member; outlives the replica
+  // Standalone: Open() returns once the member serves (it elects itself within a few ticks).
+  absl::Duration standalone_ready_timeout = absl::Seconds(10);
 };
 
 // What recovery found, for the startup log line and for tests.
 struct RecoveryInfo {
   Zxid snapshot_zxid;
-  std::string snapshot_path;  // empty when starting without a snapshot
-  uint64_t log_records_replayed = 0;
-  Zxid last_zxid;
-  Epoch epoch = 0;  // the epoch this run proposes in
+  std::string snapshot_path;                // empty when starting without a snapshot
+  uint64_t log_records_after_snapshot = 0;  // applied once known committed (at once, standalone)
+  Zxid last_zxid;                           // the log's last entry (or the snapshot's zxid)
+  Epoch accepted_epoch = 0;
+  Epoch current_epoch = 0;
   storage::LogRecoveryReport log;
   std::vector<std::string> warnings;
   int64_t duration_ms = 0;
@@ -76,31 +92,42 @@ class SessionSink {
   virtual void Deliver(v1::SessionResponse message) = 0;
 };
 
-class Replica {
+class Replica final : private StateMachine {
  public:
-  using WriteDone = absl::AnyInvocable<void(internal::TxnResult result) &&>;
+  using WriteDone = pipeline::WriteDone;
   using OpenDone = absl::AnyInvocable<void(absl::StatusOr<v1::SessionOpened> opened) &&>;
   using ReadDeliver = absl::FunctionRef<void(v1::SessionResponse response)>;
+  using StatusDone = absl::AnyInvocable<void(absl::Status status) &&>;
+  // Told when this member starts or stops serving (on the replicator thread; must not block).
+  using ServingListener = std::function<void(const RoleState& role)>;
 
   static absl::StatusOr<std::unique_ptr<Replica>> Open(const ReplicaOptions& options);
-  ~Replica();  // Shutdown()
+  ~Replica() override;  // Shutdown()
 
   const RecoveryInfo& recovery() const { return recovery_; }
   const Limits& limits() const { return options_.limits; }
+  const ReplicaOptions& options() const { return options_; }
   int64_t NowMs() const;
+  void SetServingListener(ServingListener listener);
 
-  // Writes. `done` runs exactly once, on the apply thread with no lock held: after the transaction
-  // is durable and applied, with its result; or with UNAVAILABLE when the replica is shutting
-  // down or its log failed (then the outcome is unknown only if it was already enqueued).
+  // Writes. `done` runs exactly once with no replica lock held: after the transaction is
+  // committed and applied here, with its result (on the apply thread); or with UNAVAILABLE when
+  // this member is not serving, shutting down, its log failed, or the leader went away before
+  // deciding it (then the message says the outcome is unknown).
   void Submit(internal::Txn txn, WriteDone done);
+  // Runs `done` once every write committed anywhere before the call is applied here (ZooKeeper's
+  // sync): reads after it are linearizable. UNAVAILABLE when not serving.
+  void Sync(StatusDone done);
 
   // Sessions.
-  // SESSION_EXPIRED unless `id` is open; otherwise pushes its expiry out.
+  // SESSION_EXPIRED unless `id` is open; otherwise pushes its expiry out (on a follower, the
+  // leader hears of it at the next tick).
   absl::Status TouchSession(SessionId id);
   void OpenSession(int32_t requested_timeout_ms, OpenDone done);
-  // Resumes an open session. Its watches (and events queued for it) are dropped: the client
-  // re-adds them with AddWatch from the last zxid it saw, which replays what it missed.
-  absl::StatusOr<v1::SessionOpened> ResumeSession(SessionId id);
+  // Resumes an open session, possibly opened on another member (a follower that does not know it
+  // yet syncs with the leader first). Its watches (and events queued for it) are dropped: the
+  // client re-adds them with AddWatch from the last zxid it saw, which replays what it missed.
+  void ResumeSession(SessionId id, OpenDone done);
   void CloseSession(SessionId id, WriteDone done);
   // Attaches a stream's sink to an open session, replacing any other; events queued while no
   // sink was attached are delivered to it first, in order.
@@ -108,9 +135,11 @@ class Replica {
   // Detaches `sink` if it is still the one attached to `id`.
   void DetachSink(SessionId id, const SessionSink* sink);
 
-  // Reads (Get, Exists, GetChildren, Sync, AddWatch, RemoveWatch) against the applied state, with
-  // watch registration atomic with the read. `deliver` runs under the read lock, so a response is
-  // ordered before any event of a later change. The request was validated by the caller.
+  // Reads (Get, Exists, GetChildren, Sync's answer, AddWatch, RemoveWatch) against the applied
+  // state, with watch registration atomic with the read. `deliver` runs under the read lock, so a
+  // response is ordered before any event of a later change. The request was validated by the
+  // caller; a Sync or linearizable read must have been preceded by Sync(). UNAVAILABLE when not
+  // serving.
   void Read(const v1::SessionRequest& request, SessionId session, ReadDeliver deliver);
 
   struct Stats {
@@ -124,46 +153,56 @@ class Replica {
   };
   Stats stats() const;
   Zxid last_applied() const;
+  RoleState role() const { return replicator_->role(); }
+  bool serving() const { return role().serving; }
+  bool standalone() const { return options_.members.size() <= 1; }
   // OK while healthy; the log's error once it failed (the process should then exit).
   absl::Status health() const;
+  std::vector<std::string> trace() const { return replicator_->trace(); }
+  // The replicator, for the peer transport's incoming batches.
+  Replicator* replicator() { return replicator_.get(); }
+  // The path of this member's snapshot at `zxid` (for a follower fetching it), or NOT_FOUND.
+  absl::StatusOr<std::string> SnapshotPathAt(Zxid zxid) const;
 
-  // Stops accepting writes, makes durable and applies everything accepted, stops the threads.
-  // Idempotent.
-  void Shutdown();
+  // Stops taking writes, waits up to `drain` for those in flight to be decided (standalone: made
+  // durable and applied), applies what is committed, stops the threads. Idempotent.
+  void Shutdown(absl::Duration drain = absl::Seconds(5));
 
  private:
-  struct Pending {
-    Zxid zxid;
-    internal::Txn txn;
-    WriteDone done;
-  };
   struct SinkState {
     std::shared_ptr<SessionSink> sink;
     std::deque<v1::SessionResponse> queued;  // while detached
   };
 
   explicit Replica(const ReplicaOptions& options);
-  absl::Status Recover();
-  void Start();
-  void OnDurable(Zxid durable);
-  void OnLogFailure(const absl::Status& error);
+  absl::Status Recover(RecoveredLog* recovered);
+  void Start(RecoveredLog recovered);
+
+  // StateMachine (called on the replicator thread).
+  void Commit(std::vector<CommittedEntry> entries) override;
+  absl::Status InstallSnapshot(const std::string& path, Zxid zxid) override;
+  void TouchSessions(const std::vector<SessionId>& sessions) override;
+  void RoleChanged(const RoleState& state) override;
+
   void ApplyLoop();
-  void ApplyBatch(std::vector<Pending>* batch);
+  void Apply(CommittedEntry& entry);
+  // Runs `done` once the applied zxid reaches `zxid`.
+  void WhenApplied(Zxid zxid, StatusDone done);
+  absl::StatusOr<v1::SessionOpened> TryResume(SessionId id);
   void DeliverLocked(SessionId session, v1::SessionResponse message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_);
   void TickLoop();
   void SnapshotLoop();
   absl::Status WriteSnapshot();
-  SessionId NextSessionId() ABSL_EXCLUSIVE_LOCKS_REQUIRED(propose_mu_);
+  absl::Status NotServing() const;
 
   const ReplicaOptions options_;
   RecoveryInfo recovery_;
   std::unique_ptr<storage::DataDir> data_dir_;
-  std::unique_ptr<storage::TxnLog> recovered_log_;  // handed to log_writer_ by Start()
-  std::unique_ptr<storage::LogWriter> log_writer_;
+  std::unique_ptr<Replicator> replicator_;
 
   mutable absl::Mutex tree_mu_;
-  tree::DataTree tree_ ABSL_GUARDED_BY(tree_mu_);
+  std::unique_ptr<tree::DataTree> tree_ ABSL_GUARDED_BY(tree_mu_);
   watches::WatchRegistry watches_ ABSL_GUARDED_BY(tree_mu_);
   watches::ChangeHistory history_ ABSL_GUARDED_BY(tree_mu_);
 
@@ -172,18 +211,19 @@ class Replica {
 
   mutable absl::Mutex tracker_mu_ ABSL_ACQUIRED_AFTER(tree_mu_);
   sessions::SessionTracker tracker_ ABSL_GUARDED_BY(tracker_mu_);
+  std::vector<SessionId> touched_ ABSL_GUARDED_BY(tracker_mu_);  // follower: for the leader
 
-  mutable absl::Mutex propose_mu_;
-  Zxid last_proposed_ ABSL_GUARDED_BY(propose_mu_);
-  Zxid durable_ ABSL_GUARDED_BY(propose_mu_);
-  std::deque<Pending> pending_ ABSL_GUARDED_BY(propose_mu_);
-  bool accepting_ ABSL_GUARDED_BY(propose_mu_) = false;
-  bool stopping_ ABSL_GUARDED_BY(propose_mu_) = false;
-  absl::Status log_error_ ABSL_GUARDED_BY(propose_mu_);
-  int64_t next_session_id_ ABSL_GUARDED_BY(propose_mu_) = 0;
-  uint64_t applied_since_snapshot_ ABSL_GUARDED_BY(propose_mu_) = 0;
-  bool snapshot_requested_ ABSL_GUARDED_BY(propose_mu_) = false;
-  uint64_t snapshots_written_ ABSL_GUARDED_BY(propose_mu_) = 0;
+  mutable absl::Mutex apply_mu_;
+  std::deque<CommittedEntry> committed_ ABSL_GUARDED_BY(apply_mu_);
+  bool applying_ ABSL_GUARDED_BY(apply_mu_) = false;
+  Zxid applied_ ABSL_GUARDED_BY(apply_mu_);
+  std::multimap<Zxid, StatusDone> applied_waiters_ ABSL_GUARDED_BY(apply_mu_);
+  bool stopping_ ABSL_GUARDED_BY(apply_mu_) = false;
+  int64_t next_session_id_ ABSL_GUARDED_BY(apply_mu_) = 0;
+  uint64_t applied_since_snapshot_ ABSL_GUARDED_BY(apply_mu_) = 0;
+  bool snapshot_requested_ ABSL_GUARDED_BY(apply_mu_) = false;
+  uint64_t snapshots_written_ ABSL_GUARDED_BY(apply_mu_) = 0;
+  ServingListener serving_listener_ ABSL_GUARDED_BY(apply_mu_);
 
   std::thread apply_thread_;
   std::thread tick_thread_;

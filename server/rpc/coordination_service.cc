@@ -78,6 +78,23 @@ absl::Status ValidateReadRequest(const v1::SessionRequest& request, SessionId se
   }
 }
 
+// Reads that must reflect every write acknowledged before they were sent: they wait for a Sync
+// with the leader first.
+bool NeedsSync(const v1::SessionRequest& request) {
+  switch (request.request_case()) {
+    case v1::SessionRequest::kSync:
+      return true;
+    case v1::SessionRequest::kGet:
+      return request.get().linearizable();
+    case v1::SessionRequest::kExists:
+      return request.exists().linearizable();
+    case v1::SessionRequest::kGetChildren:
+      return request.get_children().linearizable();
+    default:
+      return false;
+  }
+}
+
 // Fills a stream response from a write's result.
 void ToResponse(internal::TxnResult result, v1::SessionResponse* response) {
   if (result.has_error()) *response->mutable_error() = std::move(*result.mutable_error());
@@ -153,17 +170,27 @@ grpc::ServerUnaryReactor* UnaryRead(CoordinationService* service, Replica* repli
   SessionId session(session_id);
   absl::Status status = SessionOf(session_id, replica);
   if (status.ok()) status = ValidateReadRequest(request, session);
-  if (status.ok()) {
-    v1::SessionResponse out;
-    replica->Read(request, session, [&](v1::SessionResponse r) { out = std::move(r); });
-    if (out.has_error() && IsError(out.error())) {
-      status = FromProto(out.error());
-    } else {
-      extract(&out, response);
+  auto read = [service, replica, reactor, context, response, extract, session](
+                  const v1::SessionRequest& wrapped, absl::Status outcome) {
+    if (outcome.ok()) {
+      v1::SessionResponse out;
+      replica->Read(wrapped, session, [&](v1::SessionResponse r) { out = std::move(r); });
+      if (out.has_error() && IsError(out.error())) {
+        outcome = FromProto(out.error());
+      } else {
+        extract(&out, response);
+      }
     }
+    reactor->Finish(ToGrpcStatus(outcome, context));
+    service->Exit();
+  };
+  if (status.ok() && NeedsSync(request)) {
+    replica->Sync([request = std::move(request), read](absl::Status synced) mutable {
+      read(request, synced);
+    });
+    return reactor;
   }
-  reactor->Finish(ToGrpcStatus(status, context));
-  service->Exit();
+  read(request, status);
   return reactor;
 }
 
@@ -351,9 +378,24 @@ class StreamState final : public pipeline::SessionSink,
       Complete(slot, status);
       return;
     }
-    // Every earlier slot is done, so this one is at the head: its response goes straight to the
-    // outbox under the replica's read lock, ahead of events of later changes.
-    replica_->Read(request, session, [&](v1::SessionResponse response) {
+    if (NeedsSync(request)) {
+      replica_->Sync([self = shared_from_this(), slot, session](absl::Status synced) {
+        if (synced.ok()) {
+          self->RunRead(slot, session);
+        } else {
+          self->Complete(slot, synced);
+        }
+        self->Pump();
+      });
+      return;
+    }
+    RunRead(slot, session);
+  }
+
+  // Every earlier slot is done, so this one is at the head: its response goes straight to the
+  // outbox under the replica's read lock, ahead of events of later changes.
+  void RunRead(Slot* slot, SessionId session) {
+    replica_->Read(slot->request, session, [&](v1::SessionResponse response) {
       absl::MutexLock lock(&mu_);
       if (response.has_event()) {  // replayed for AddWatch(start_zxid): ahead of its response
         if (!broken_) outbox_.push_back(std::move(response));
@@ -375,12 +417,15 @@ class StreamState final : public pipeline::SessionSink,
     }
     if (open.session_id() != 0) {
       SessionId id(open.session_id());
-      absl::StatusOr<v1::SessionOpened> opened = replica_->ResumeSession(id);
-      if (!opened.ok()) {
-        Complete(slot, opened.status());
-        return;
-      }
-      Established(slot, id, std::move(*opened));
+      replica_->ResumeSession(
+          id, [self = shared_from_this(), slot, id](absl::StatusOr<v1::SessionOpened> opened) {
+            if (!opened.ok()) {
+              self->Complete(slot, opened.status());
+            } else {
+              self->Established(slot, id, std::move(*opened));
+            }
+            self->Pump();
+          });
       return;
     }
     replica_->OpenSession(open.timeout_ms(), [self = shared_from_this(),
@@ -584,17 +629,34 @@ void CoordinationService::Exit() {
   --unary_in_flight_;
 }
 
-bool CoordinationService::Drain(absl::Duration timeout) {
+CoordinationService::CoordinationService(pipeline::Replica* replica, ServerInfo info)
+    : replica_(replica), info_(std::move(info)) {
+  replica_->SetServingListener([this](const pipeline::RoleState& role) {
+    if (role.serving) return;
+    CloseStreams(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                              "this member stopped serving (it lost its leader or quorum); "
+                              "resume the session on another member"));
+  });
+}
+
+CoordinationService::~CoordinationService() { replica_->SetServingListener(nullptr); }
+
+void CoordinationService::CloseStreams(const grpc::Status& status) {
   std::vector<std::shared_ptr<StreamState>> streams;
   {
     absl::MutexLock lock(&streams_mu_);
-    closing_ = true;
     streams.assign(streams_.begin(), streams_.end());
   }
-  for (auto& stream : streams) {
-    stream->Close(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                               "server is shutting down; resume the session on another member"));
+  for (auto& stream : streams) stream->Close(status);
+}
+
+bool CoordinationService::Drain(absl::Duration timeout) {
+  {
+    absl::MutexLock lock(&streams_mu_);
+    closing_ = true;
   }
+  CloseStreams(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            "server is shutting down; resume the session on another member"));
   absl::MutexLock lock(&streams_mu_);
   auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_) { return unary_in_flight_ == 0; };
   return streams_mu_.AwaitWithTimeout(absl::Condition(&idle), timeout);
@@ -689,11 +751,26 @@ grpc::ServerUnaryReactor* CoordinationService::Status(grpc::CallbackServerContex
                                                       v1::StatusResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   pipeline::Replica::Stats stats = replica_->stats();
+  const pipeline::RoleState role = replica_->role();
+  const bool standalone = replica_->standalone();
+  auto role_of = [standalone](zab::Role r) {
+    if (standalone) return v1::STANDALONE;
+    switch (r) {
+      case zab::Role::kFollowing:
+        return v1::FOLLOWING;
+      case zab::Role::kLeading:
+        return v1::LEADING;
+      case zab::Role::kLooking:
+        break;
+    }
+    return v1::LOOKING;
+  };
   response->set_version(info_.version);
-  response->set_member_id(0);
-  response->set_role(v1::STANDALONE);
-  response->set_serving(replica_->health().ok());
-  response->set_epoch(replica_->recovery().epoch);
+  response->set_member_id(standalone ? 0 : replica_->options().self.value());
+  response->set_role(role_of(role.role));
+  response->set_serving(role.serving && replica_->health().ok());
+  response->set_leader_id(standalone ? 0 : role.leader.value());
+  response->set_epoch(role.epoch);
   response->set_last_zxid(stats.last_applied.ToInt());
   response->set_digest(stats.digest);
   response->set_node_count(stats.nodes);
@@ -704,14 +781,38 @@ grpc::ServerUnaryReactor* CoordinationService::Status(grpc::CallbackServerContex
   response->set_snapshots_written(stats.snapshots_written);
   response->set_uptime_ms(absl::ToInt64Milliseconds(absl::Now() - info_.started));
   v1::MemberStatus* self = response->add_members();
-  self->set_id(0);
+  self->set_id(response->member_id());
   {
     absl::MutexLock lock(&streams_mu_);
     self->set_address(address_);
   }
-  self->set_role(v1::STANDALONE);
+  self->set_role(response->role());
   self->set_serving(response->serving());
   self->set_last_zxid(response->last_zxid());
+  if (info_.peers != nullptr) {
+    // What each peer last said of itself (a peer not heard from shows as LOOKING, not serving).
+    for (const pipeline::PeerLinkStatus& link : info_.peers->Links()) {
+      v1::MemberStatus* member = response->add_members();
+      member->set_id(link.id.value());
+      member->set_address(link.report.client_address());
+      const bool fresh = link.last_heard_ms > 0 &&
+                         absl::ToUnixMillis(absl::Now()) - link.last_heard_ms <
+                             2 * replica_->options().tick_ms * replica_->options().sync_limit_ticks;
+      switch (fresh ? link.report.state() : internal::LOOKING) {
+        case internal::FOLLOWING:
+          member->set_role(v1::FOLLOWING);
+          break;
+        case internal::LEADING:
+          member->set_role(v1::LEADING);
+          break;
+        default:
+          member->set_role(v1::LOOKING);
+          break;
+      }
+      member->set_serving(fresh && link.report.serving());
+      member->set_last_zxid(link.report.last_applied());
+    }
+  }
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -26,12 +26,15 @@ class StreamState;
 struct ServerInfo {
   std::string version;
   absl::Time started;
+  const pipeline::PeerNetwork* peers = nullptr;  // null when standalone
 };
 
 class CoordinationService final : public v1::Coordination::CallbackService {
  public:
-  CoordinationService(pipeline::Replica* replica, ServerInfo info)
-      : replica_(replica), info_(std::move(info)) {}
+  // Ends the Session streams whenever the member stops serving, so that clients move to a member
+  // that serves (as ZooKeeper closes connections of a member that lost its quorum).
+  CoordinationService(pipeline::Replica* replica, ServerInfo info);
+  ~CoordinationService() override;
 
   grpc::ServerUnaryReactor* Create(grpc::CallbackServerContext* context,
                                    const v1::CreateRequest* request,
@@ -77,6 +80,7 @@ class CoordinationService final : public v1::Coordination::CallbackService {
  private:
   friend class StreamState;
   void Forget(StreamState* stream);
+  void CloseStreams(const grpc::Status& status);
 
   pipeline::Replica* replica_;
   const ServerInfo info_;

@@ -60,23 +60,66 @@ LogWriterStats LogWriter::stats() const {
   return stats_;
 }
 
-absl::Status LogWriter::PurgeThrough(Zxid zxid) {
+absl::Status LogWriter::RunOnWriter(std::function<absl::Status(TxnLog& log)> run,
+                                    absl::string_view what) {
+  Task task{std::move(run), Zxid(), false, absl::OkStatus()};
   absl::MutexLock lock(&mu_);
   if (failed_ || stopping_) {
-    return absl::FailedPreconditionError(absl::StrCat("log purge through zxid ", zxid.ToString(),
-                                                      " not done: the log writer has ",
-                                                      failed_ ? "failed" : "stopped"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " not done: the log writer has ", failed_ ? "failed" : "stopped"));
   }
-  purge_request_ = std::max(purge_request_.value_or(zxid), zxid);
-  const uint64_t ticket = ++purges_requested_;
-  auto done = [this, ticket]()
-                  ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return purges_done_ >= ticket || failed_; };
+  task.after = enqueued_;
+  tasks_.push_back(&task);
+  auto done = [this, &task]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return task.done || failed_; };
   mu_.Await(absl::Condition(&done));
-  if (purges_done_ < ticket) {
-    return absl::FailedPreconditionError(absl::StrCat("log purge through zxid ", zxid.ToString(),
-                                                      " not done: the log writer has failed"));
+  if (!task.done) {
+    // The thread failed before it got to the task; it no longer looks at the queue.
+    tasks_.erase(std::find(tasks_.begin(), tasks_.end(), &task));
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, " not done: the log writer has failed"));
   }
-  return purge_result_;
+  return task.result;
+}
+
+absl::Status LogWriter::PurgeThrough(Zxid zxid) {
+  // Only whole old segments, never the one being appended: a failure is not one of the log.
+  return RunOnWriter([zxid](TxnLog& log) { return log.PurgeThrough(zxid); },
+                     absl::StrCat("log purge through zxid ", zxid.ToString()));
+}
+
+absl::Status LogWriter::TruncateAfter(Zxid zxid) {
+  return RunOnWriter(
+      [this, zxid](TxnLog& log) {
+        absl::Status status = log.TruncateAfter(zxid);
+        absl::MutexLock lock(&mu_);
+        if (!status.ok()) {
+          failed_ = true;
+          return status;
+        }
+        // The queue is empty here (every record enqueued before the request is written and
+        // its requester enqueues nothing while it waits); later records continue the new end.
+        enqueued_ = std::min(enqueued_, log.last_zxid());
+        durable_ = std::min(durable_, log.last_zxid());
+        return status;
+      },
+      absl::StrCat("log truncation after zxid ", zxid.ToString()));
+}
+
+absl::StatusOr<std::vector<std::pair<Zxid, std::string>>> LogWriter::ReadAfter(Zxid after,
+                                                                               size_t max_records) {
+  std::vector<std::pair<Zxid, std::string>> records;
+  absl::Status status = RunOnWriter(
+      [&](TxnLog& log) {
+        absl::Status read = log.ReadAfter(after, [&](Zxid zxid, absl::string_view payload) {
+          if (records.size() >= max_records) return absl::CancelledError("enough");
+          records.emplace_back(zxid, std::string(payload));
+          return absl::OkStatus();
+        });
+        return absl::IsCancelled(read) ? absl::OkStatus() : read;
+      },
+      absl::StrCat("log read after zxid ", after.ToString()));
+  if (!status.ok()) return status;
+  return records;
 }
 
 void LogWriter::Run() {
@@ -84,17 +127,16 @@ void LogWriter::Run() {
   std::vector<std::pair<Zxid, std::string>> batch;
   for (;;) {
     batch.clear();
-    std::optional<Zxid> purge;
-    uint64_t purges_taken = 0;
+    Task* task = nullptr;
     {
       absl::MutexLock lock(&mu_);
       auto work_or_stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !queue_.empty() || purge_request_.has_value() || stopping_;
+        return !queue_.empty() || !tasks_.empty() || stopping_;
       };
       mu_.Await(absl::Condition(&work_or_stop));
-      if (purge_request_.has_value()) {
-        purge = std::exchange(purge_request_, std::nullopt);
-        purges_taken = purges_requested_;
+      if (!tasks_.empty() && tasks_.front()->after <= durable_) {
+        task = tasks_.front();
+        tasks_.pop_front();
       } else if (queue_.empty()) {
         return;  // stopping, and everything enqueued is durable
       } else if (queue_.size() <= kBatchRecordsMax && queue_bytes_ <= kBatchBytesMax) {
@@ -116,12 +158,23 @@ void LogWriter::Run() {
       }
     }
 
-    if (purge.has_value()) {
-      // Only whole old segments, never the one being appended: not a failure of the log.
-      absl::Status status = log_->PurgeThrough(*purge);
-      absl::MutexLock lock(&mu_);
-      purge_result_ = std::move(status);
-      purges_done_ = purges_taken;
+    if (task != nullptr) {
+      absl::Status status = task->run(*log_);
+      bool failed;
+      {
+        absl::MutexLock lock(&mu_);
+        task->result = status;
+        task->done = true;  // the requester may return (and the task go) from here on
+        failed = failed_;
+        if (failed) {
+          queue_.clear();
+          queue_bytes_ = 0;
+        }
+      }
+      if (failed) {
+        if (on_failure_) on_failure_(status);
+        return;
+      }
       continue;
     }
 

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -16,6 +17,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "server/common/types.h"
 #include "server/storage/txn_log.h"
@@ -53,6 +56,14 @@ class LogWriter {
   // PurgeThrough) between two batches, and waits for it. FAILED_PRECONDITION once the writer is
   // stopping or failed.
   absl::Status PurgeThrough(Zxid zxid);
+  // Thread-safe. Discards every record after `zxid` (ZAB TRUNC; zero empties the log, as before
+  // installing a snapshot), once everything enqueued before is written, and waits for it. Later
+  // enqueues continue the truncated log.
+  absl::Status TruncateAfter(Zxid zxid);
+  // Thread-safe. Up to `max_records` records with zxid > `after`, read on the writer thread once
+  // everything enqueued before the call is written (so it sees every record enqueued so far).
+  absl::StatusOr<std::vector<std::pair<Zxid, std::string>>> ReadAfter(Zxid after,
+                                                                      size_t max_records);
 
   LogWriterStats stats() const;
   // For recovery and catch-up readers; only safe while the thread is stopped or from its callbacks.
@@ -73,12 +84,16 @@ class LogWriter {
   bool failed_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   LogWriterStats stats_ ABSL_GUARDED_BY(mu_);
-  // Purge requests, coalesced to the highest zxid; a caller waits until the purges done reach
-  // the count requested when it asked.
-  std::optional<Zxid> purge_request_ ABSL_GUARDED_BY(mu_);
-  uint64_t purges_requested_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t purges_done_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Status purge_result_ ABSL_GUARDED_BY(mu_);
+  // Work on the log between batches, in request order, each after the records enqueued before
+  // it are written (`after`): the requester waits on `done`.
+  struct Task {
+    std::function<absl::Status(TxnLog& log)> run;
+    Zxid after;
+    bool done = false;
+    absl::Status result;
+  };
+  absl::Status RunOnWriter(std::function<absl::Status(TxnLog& log)> run, absl::string_view what);
+  std::deque<Task*> tasks_ ABSL_GUARDED_BY(mu_);
   absl::Mutex join_mu_;  // serializes Stop()s: one joins, the others wait for it
   std::thread thread_;
 };

@@ -206,7 +206,7 @@ absl::StatusOr<std::unique_ptr<SnapshotWriter>> SnapshotWriter::Create(const std
                                                                        Zxid zxid, uint64_t digest) {
   std::unique_ptr<SnapshotWriter> writer(new SnapshotWriter());
   writer->dir_ = dir;
-  writer->final_path_ = absl::StrCat(dir, "/", ZxidFileName(kFilePrefix, zxid));
+  writer->final_path_ = SnapshotFilePath(dir, zxid);
   writer->tmp_path_ = absl::StrCat(writer->final_path_, kTmpSuffix);
   writer->fd_ = ::open(writer->tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (writer->fd_ < 0) return ErrnoError("create snapshot", writer->tmp_path_, errno);
@@ -343,6 +343,10 @@ absl::Status PurgeSnapshots(const std::string& dir, size_t keep) {
     if (::unlink(path.c_str()) != 0) return ErrnoError("remove snapshot", path, errno);
   }
   return SyncDirectory(dir);
+}
+
+std::string SnapshotFilePath(const std::string& dir, Zxid zxid) {
+  return absl::StrCat(dir, "/", ZxidFileName(kFilePrefix, zxid));
 }
 
 }  // namespace confab::storage

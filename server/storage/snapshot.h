@@ -72,6 +72,9 @@ absl::StatusOr<std::optional<SnapshotInfo>> LoadLatestSnapshot(const std::string
                                                                tree::DataTree* tree,
                                                                std::vector<std::string>* warnings);
 
+// Where the snapshot at `zxid` lives in `dir` (a snapshot received from a leader is written there).
+std::string SnapshotFilePath(const std::string& dir, Zxid zxid);
+
 // Keeps the newest `keep` snapshots, deleting older ones. INVALID_ARGUMENT for keep == 0.
 absl::Status PurgeSnapshots(const std::string& dir, size_t keep);
 

@@ -203,5 +203,51 @@ TEST(LogWriterTest, FailedSyncIsReportedOnceAndStopsTheWriter) {
   EXPECT_EQ(reports.durable[0].first, Zxid(1, 1));
 }
 
+TEST(LogWriterTest, ReadAfterSeesEveryRecordEnqueuedBeforeIt) {
+  TempDir dir;
+  Reports reports;
+  std::unique_ptr<LogWriter> writer = MakeWriter(OpenLog(dir.path()), &reports);
+  for (uint32_t c = 1; c <= 20; ++c) writer->Enqueue(Zxid(3, c), absl::StrCat("r", c));
+  // No Flush: the read waits for the writer to reach what was enqueued.
+  auto records = writer->ReadAfter(Zxid(3, 15), 3);
+  ASSERT_TRUE(records.ok()) << records.status();
+  ASSERT_EQ(records->size(), 3u);
+  EXPECT_EQ((*records)[0], std::make_pair(Zxid(3, 16), std::string("r16")));
+  EXPECT_EQ((*records)[2], std::make_pair(Zxid(3, 18), std::string("r18")));
+  auto tail = writer->ReadAfter(Zxid(3, 18), 100);
+  ASSERT_TRUE(tail.ok());
+  EXPECT_EQ(tail->size(), 2u);
+}
+
+TEST(LogWriterTest, TruncateAfterDiscardsTheTailAndLaterRecordsContinueIt) {
+  TempDir dir;
+  Reports reports;
+  std::unique_ptr<LogWriter> writer = MakeWriter(OpenLog(dir.path()), &reports);
+  for (uint32_t c = 1; c <= 10; ++c) writer->Enqueue(Zxid(1, c), "old epoch");
+  ASSERT_TRUE(writer->TruncateAfter(Zxid(1, 6)).ok());
+  // A new epoch continues after the kept prefix (ZAB TRUNC, then DIFF).
+  writer->Enqueue(Zxid(2, 1), "new epoch");
+  writer->Flush();
+  auto records = writer->ReadAfter(Zxid(1, 5), 10);
+  ASSERT_TRUE(records.ok());
+  ASSERT_EQ(records->size(), 2u);
+  EXPECT_EQ((*records)[0].first, Zxid(1, 6));
+  EXPECT_EQ((*records)[1].first, Zxid(2, 1));
+  // Truncating to zero empties the log (before a snapshot is installed): any zxid may follow.
+  ASSERT_TRUE(writer->TruncateAfter(Zxid()).ok());
+  writer->Enqueue(Zxid(5, 7), "after a snapshot at 5/6");
+  writer->Stop();
+  {
+    absl::MutexLock lock(&reports.mu);
+    EXPECT_TRUE(reports.failures.empty());
+    EXPECT_EQ(reports.durable.back().first, Zxid(5, 7));
+  }
+  LogRecoveryReport report;
+  auto log = TxnLog::Open(dir.path(), {}, &report);
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_EQ(report.first_zxid, Zxid(5, 7));
+  EXPECT_EQ(report.last_zxid, Zxid(5, 7));
+}
+
 }  // namespace
 }  // namespace confab::storage
