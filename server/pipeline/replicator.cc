@@ -496,9 +496,19 @@ void Replicator::CarryOut() {
   for (;;) {
     zab::Ready ready = member_->GetReady();
     proposed_since_ready_ = 0;
-    if (ready.Empty()) return;
+    if (ready.Empty()) break;
     Execute(ready);
   }
+  LogNewTrace();
+}
+
+void Replicator::LogNewTrace() {
+  // The core's trace: one line per role change, synchronization and refused message.
+  const std::deque<std::string>& trace = member_->trace();
+  if (trace.empty() || trace.back() == last_trace_line_) return;
+  auto seen = std::find(trace.rbegin(), trace.rend(), last_trace_line_);
+  for (auto it = seen.base(); it != trace.end(); ++it) spdlog::info("zab: {}", *it);
+  last_trace_line_ = trace.back();
 }
 
 void Replicator::Execute(zab::Ready& ready) {
@@ -597,6 +607,9 @@ void Replicator::OnRole(const zab::Ready::RoleChange& change) {
     trace_.assign(member_->trace().begin(), member_->trace().end());
   }
   if (change.role != zab::Role::kFollowing) awaiting_snapshot_.reset();
+  // The state machine hears first: its clients' streams end, so they see a lost connection
+  // (and retry what is idempotent elsewhere) rather than answers from a member that is leaving.
+  state_machine_->RoleChanged(next);
   if (previous.serving) {
     FailInFlight(absl::StrCat("member ", options_.self.value(), " stopped serving (now ",
                               RoleName(change.role),
@@ -608,12 +621,7 @@ void Replicator::OnRole(const zab::Ready::RoleChange& change) {
   } else if (change.role == zab::Role::kFollowing && change.serving) {
     spdlog::info("member {} follows leader {} in epoch {}", options_.self.value(),
                  change.leader.value(), change.epoch);
-  } else {
-    spdlog::info("member {} is {}{}", options_.self.value(), RoleName(change.role),
-                 change.leader.IsNone() ? std::string()
-                                        : absl::StrCat(" (leader ", change.leader.value(), ")"));
   }
-  state_machine_->RoleChanged(next);
 }
 
 void Replicator::FailInFlight(absl::string_view why) {

@@ -203,6 +203,7 @@ class Replicator {
   void ExpireForwarded();
   // Carries out Readys until the core has nothing more to do.
   void CarryOut();
+  void LogNewTrace();
   void Execute(zab::Ready& ready);
   void CommitThrough(Zxid zxid);
   void OnRole(const zab::Ready::RoleChange& change);
@@ -233,6 +234,7 @@ class Replicator {
   std::optional<Zxid> awaiting_snapshot_;
   std::vector<std::thread> fetch_threads_;  // joined by the destructor
   size_t proposed_since_ready_ = 0;
+  std::string last_trace_line_;
   absl::Time next_tick_;
 
   mutable absl::Mutex mu_;

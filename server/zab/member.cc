@@ -133,7 +133,12 @@ void Member::Tick() {
       }
       return;
     case Role::kFollowing: {
-      const int64_t limit_ticks = serving_ ? config_.sync_limit_ticks : config_.init_limit_ticks;
+      // Discovery is one round trip: a leader that does not answer FOLLOWERINFO within
+      // sync_limit_ticks is not leading (a vote counted before it moved on), so look again
+      // rather than wait out init_limit_ticks, which is for synchronization (snapshots).
+      const int64_t limit_ticks = serving_ || follower_phase_ == FollowerPhase::kDiscovery
+                                      ? config_.sync_limit_ticks
+                                      : config_.init_limit_ticks;
       if (now_ticks_ - leader_heard_tick_ > limit_ticks) {
         BecomeLooking(
             absl::StrCat("leader ", leader_.value(), " silent for ", limit_ticks, " ticks"));
@@ -143,6 +148,11 @@ void Member::Tick() {
       return;
     }
     case Role::kLeading: {
+      if (leader_phase_ == LeaderPhase::kDiscovery &&
+          now_ticks_ - role_start_tick_ > config_.sync_limit_ticks) {
+        BecomeLooking("no quorum of followers within sync_limit_ticks");
+        return;
+      }
       if (!serving_ && now_ticks_ - role_start_tick_ > config_.init_limit_ticks) {
         BecomeLooking("not established within init_limit_ticks");
         return;

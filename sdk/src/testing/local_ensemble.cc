@@ -1,8 +1,11 @@
 #include "confab/testing/local_ensemble.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +20,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "confab/v1/coordination.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
 
 namespace confab::testing {
 namespace {
@@ -39,13 +44,32 @@ bool WaitExit(pid_t pid, absl::Duration timeout, int* status) {
   return false;
 }
 
+// A port free on 127.0.0.1 now (the kernel picks it; another process could take it before the
+// member binds it, which start-up then reports).
+absl::StatusOr<int> FreeLoopbackPort() {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", strerror(errno)));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof(address);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    int error = errno;
+    close(fd);
+    return absl::InternalError(absl::StrCat("bind 127.0.0.1:0: ", strerror(error)));
+  }
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LocalEnsemble>> LocalEnsemble::Start(LocalEnsembleOptions options) {
-  if (options.members != 1) {
-    return absl::UnimplementedError(
-        absl::StrCat("LocalEnsemble of ", options.members,
-                     " members: this confabd runs standalone only (an ensemble of 1)"));
+  if (options.members < 1 || options.members > 9) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LocalEnsemble of ", options.members, " members: use 1 to 9 (1, 3 or 5)"));
   }
   std::unique_ptr<LocalEnsemble> ensemble(new LocalEnsemble(std::move(options)));
   std::string root_template =
@@ -58,10 +82,19 @@ absl::StatusOr<std::unique_ptr<LocalEnsemble>> LocalEnsemble::Start(LocalEnsembl
     Member member;
     member.data_dir = absl::StrCat(ensemble->root_, "/member", i + 1);
     member.log_file = absl::StrCat(ensemble->root_, "/member", i + 1, ".log");
+    if (ensemble->options_.members > 1) {
+      absl::StatusOr<int> port = FreeLoopbackPort();
+      if (!port.ok()) return port.status();
+      member.peer_port = *port;
+    }
     ensemble->members_.push_back(member);
   }
   for (int i = 0; i < ensemble->size(); ++i) {
     if (auto status = ensemble->Launch(i); !status.ok()) return status;
+  }
+  if (ensemble->size() > 1) {
+    absl::StatusOr<int> leader = ensemble->WaitForLeader(ensemble->options_.start_timeout);
+    if (!leader.ok()) return leader.status();
   }
   return ensemble;
 }
@@ -89,6 +122,14 @@ absl::Status LocalEnsemble::Launch(int index) {
   std::filesystem::remove(address_file, ignored);
   std::vector<std::string> args = {ConfabdPath(options_), "--data-dir=" + member.data_dir,
                                    absl::StrCat("--listen=127.0.0.1:", member.port)};
+  if (size() > 1) {
+    std::vector<std::string> peers;
+    for (int i = 0; i < size(); ++i) {
+      peers.push_back(absl::StrCat(i + 1, "=127.0.0.1:", members_[i].peer_port));
+    }
+    args.push_back(absl::StrCat("--id=", index + 1));
+    args.push_back("--peers=" + absl::StrJoin(peers, ","));
+  }
   for (const std::string& flag : options_.extra_flags) args.push_back(flag);
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
@@ -107,6 +148,7 @@ absl::Status LocalEnsemble::Launch(int index) {
     _exit(127);
   }
   member.pid = pid;
+  member.paused = false;
   absl::Time deadline = absl::Now() + options_.start_timeout;
   while (absl::Now() < deadline) {
     int status;
@@ -197,6 +239,7 @@ absl::Status LocalEnsemble::Pause(int member) {
   if (auto status = CheckMember(member); !status.ok()) return status;
   if (members_[member].pid <= 0) return absl::FailedPreconditionError("member is not running");
   kill(members_[member].pid, SIGSTOP);
+  members_[member].paused = true;
   return absl::OkStatus();
 }
 
@@ -204,6 +247,7 @@ absl::Status LocalEnsemble::Resume(int member) {
   if (auto status = CheckMember(member); !status.ok()) return status;
   if (members_[member].pid <= 0) return absl::FailedPreconditionError("member is not running");
   kill(members_[member].pid, SIGCONT);
+  members_[member].paused = false;
   return absl::OkStatus();
 }
 
@@ -216,6 +260,65 @@ absl::Status LocalEnsemble::Wipe(int member) {
     return absl::InternalError(
         absl::StrCat("remove ", members_[member].data_dir, ": ", error.message()));
   return absl::OkStatus();
+}
+
+absl::StatusOr<LocalEnsemble::MemberState> LocalEnsemble::State(int member) const {
+  if (auto status = CheckMember(member); !status.ok()) return status;
+  if (members_[member].pid <= 0) return absl::FailedPreconditionError("member is not running");
+  auto stub = v1::Coordination::NewStub(
+      grpc::CreateChannel(Endpoint(member), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  v1::StatusRequest request;
+  v1::StatusResponse response;
+  grpc::Status status = stub->Status(&context, request, &response);
+  if (!status.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("Status of member ", member + 1, ": ", status.error_message()));
+  }
+  MemberState state;
+  state.role = v1::MemberRole_Name(response.role());
+  state.serving = response.serving();
+  state.last_zxid = response.last_zxid();
+  state.digest = response.digest();
+  return state;
+}
+
+absl::StatusOr<int> LocalEnsemble::Leader() const {
+  for (int i = 0; i < size(); ++i) {
+    if (members_[i].pid <= 0 || members_[i].paused) continue;
+    absl::StatusOr<MemberState> state = State(i);
+    if (state.ok() && state->serving && (state->role == "LEADING" || state->role == "STANDALONE")) {
+      return i;
+    }
+  }
+  return absl::NotFoundError("no member leads and serves");
+}
+
+absl::StatusOr<int> LocalEnsemble::WaitForLeader(absl::Duration timeout) const {
+  const absl::Time deadline = absl::Now() + timeout;
+  std::string last;
+  for (;;) {
+    absl::StatusOr<int> leader = Leader();
+    bool all_serving = leader.ok();
+    for (int i = 0; all_serving && i < size(); ++i) {
+      if (members_[i].pid <= 0 || members_[i].paused) continue;
+      absl::StatusOr<MemberState> state = State(i);
+      all_serving = state.ok() && state->serving;
+      if (!all_serving) {
+        last = state.ok() ? absl::StrCat("member ", i + 1, " is ", state->role)
+                          : std::string(state.status().message());
+      }
+    }
+    if (all_serving) return *leader;
+    if (!leader.ok()) last = std::string(leader.status().message());
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("no leader with every running member serving within ",
+                       absl::FormatDuration(timeout), ": ", last));
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
 }
 
 }  // namespace confab::testing

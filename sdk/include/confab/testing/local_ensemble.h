@@ -2,13 +2,15 @@
 // for Confab's own tests and for users' tests (as Curator's TestingCluster or etcd's embed). It
 // stops exactly the processes it started and removes its directories when destroyed.
 //
-// Today an ensemble has one member (standalone confabd); 3- and 5-member ensembles come with
-// replication and use the same interface.
+// One member runs standalone; 3 or 5 members form a ZAB ensemble (each confabd gets --id and the
+// --peers list on free loopback ports). Start() returns once a leader serves with every member
+// following it.
 #ifndef CONFAB_TESTING_LOCAL_ENSEMBLE_H_
 #define CONFAB_TESTING_LOCAL_ENSEMBLE_H_
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,7 +22,7 @@
 namespace confab::testing {
 
 struct LocalEnsembleOptions {
-  int members = 1;
+  int members = 1;  // 1, 3 or 5 (any count from 1 to 9 works)
   // The confabd binary; empty: $CONFABD, else "confabd" on PATH.
   std::string confabd_path;
   // Extra flags for every member, e.g. {"--session-timeout-min-ms=500"}.
@@ -57,12 +59,29 @@ class LocalEnsemble {
   // Deletes a stopped member's data directory (it restarts empty).
   absl::Status Wipe(int member);
 
+  // The index of the member that leads and serves, as the running members report it; NOT_FOUND
+  // while there is none (an election is under way).
+  absl::StatusOr<int> Leader() const;
+  // Waits until a leader serves and every running, unpaused member serves with it; its index.
+  absl::StatusOr<int> WaitForLeader(absl::Duration timeout = absl::Seconds(30)) const;
+  // What one member's Status call reports: role ("LEADING", "FOLLOWING", "LOOKING",
+  // "STANDALONE"), whether it serves, its last applied zxid and tree digest.
+  struct MemberState {
+    std::string role;
+    bool serving = false;
+    int64_t last_zxid = 0;
+    uint64_t digest = 0;
+  };
+  absl::StatusOr<MemberState> State(int member) const;
+
  private:
   struct Member {
     std::string data_dir;
     std::string log_file;
-    int port = 0;
+    int port = 0;       // client port (0 until the first start picked one)
+    int peer_port = 0;  // its peer service, fixed for the ensemble's life
     pid_t pid = -1;
+    bool paused = false;
   };
   explicit LocalEnsemble(LocalEnsembleOptions options) : options_(std::move(options)) {}
   absl::Status Launch(int member);
