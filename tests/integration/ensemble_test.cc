@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -374,6 +375,120 @@ TEST(EnsembleTest, SessionAndItsEphemeralsSurviveTheLeadersDeath) {
   ASSERT_NE(other, nullptr);
   ASSERT_TRUE(other->Sync().ok());
   EXPECT_EQ(other->Exists("/member").value(), std::nullopt);
+}
+
+TEST(EnsembleTest, PersistentWatchFollowsEveryChangeAcrossFailoverExactlyOnce) {
+  auto ensemble = StartEnsemble(3);
+  ASSERT_NE(ensemble, nullptr);
+  auto leader = ensemble->WaitForLeader();
+  ASSERT_TRUE(leader.ok());
+  absl::Mutex mu;
+  std::vector<WatchEvent> events;
+  // The watcher starts on the leader, which is about to die: its watch must move with it.
+  auto watcher = Connect(ensemble->Endpoint(*leader) + "," + ensemble->ConnectString());
+  ASSERT_NE(watcher, nullptr);
+  ASSERT_TRUE(watcher->Create("/w").ok());
+  ASSERT_TRUE(watcher
+                  ->AddWatch("/w", AddWatchMode::kPersistentRecursive,
+                             [&](const WatchEvent& event) {
+                               absl::MutexLock lock(&mu);
+                               events.push_back(event);
+                             })
+                  .ok());
+
+  // A writer creates /w/e-<n> one after another through the failover.
+  std::vector<std::string> acknowledged;
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    auto client = Connect(ensemble->ConnectString());
+    if (client == nullptr) return;
+    for (int n = 0; !stop.load(); ++n) {
+      const std::string path = absl::StrCat("/w/e-", n);
+      if (client->Create(path).ok()) {
+        absl::MutexLock lock(&mu);
+        acknowledged.push_back(path);
+      }
+    }
+  });
+  ASSERT_TRUE(WaitFor([&] {
+    absl::MutexLock lock(&mu);
+    return acknowledged.size() >= 100;
+  }));
+  ASSERT_TRUE(ensemble->Kill(*leader).ok());
+  size_t at_kill;
+  {
+    absl::MutexLock lock(&mu);
+    at_kill = acknowledged.size();
+  }
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        absl::MutexLock lock(&mu);
+        return acknowledged.size() >= at_kill + 100;
+      },
+      absl::Seconds(30)));
+  stop = true;
+  writer.join();
+  ASSERT_TRUE(watcher->Sync().ok());
+
+  // Every acknowledged create was seen once; nothing was seen twice; zxids only go up.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        absl::MutexLock lock(&mu);
+        std::set<std::string> seen;
+        for (const WatchEvent& event : events) seen.insert(event.path);
+        return std::all_of(acknowledged.begin(), acknowledged.end(),
+                           [&](const std::string& path) { return seen.count(path) > 0; });
+      },
+      absl::Seconds(20)));
+  absl::MutexLock lock(&mu);
+  std::set<std::string> created;
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_NE(events[i].type, EventType::kEventsMissed);
+    if (i > 0) {
+      EXPECT_GT(events[i].zxid, events[i - 1].zxid) << events[i].path;
+    }
+    if (events[i].type == EventType::kNodeCreated) {
+      EXPECT_TRUE(created.insert(events[i].path).second)
+          << "duplicate event for " << events[i].path;
+    }
+  }
+}
+
+TEST(EnsembleTest, SessionOfAClientCutOffWithItsMemberExpiresAndIsReportedLost) {
+  auto ensemble = StartEnsemble(3, {"--session-timeout-min-ms=1000"});
+  ASSERT_NE(ensemble, nullptr);
+  auto leader = ensemble->WaitForLeader();
+  ASSERT_TRUE(leader.ok());
+  const int follower = AFollower(*ensemble, *leader);
+  absl::Mutex mu;
+  std::vector<ConnectionState> states;
+  ClientOptions options;
+  options.endpoints = ensemble->Endpoint(follower);  // its only way in
+  options.session_timeout = absl::Milliseconds(1500);
+  options.state_listener = [&](ConnectionState state) {
+    absl::MutexLock lock(&mu);
+    states.push_back(state);
+  };
+  auto client = Client::Connect(std::move(options));
+  ASSERT_TRUE(client.ok()) << client.status();
+  const SessionId session = (*client)->session_id();
+  ASSERT_TRUE((*client)->Create("/cut-off", "", CreateMode::kEphemeral).ok());
+
+  // The member stops (SIGSTOP): no heartbeat reaches the leader, which expires the session.
+  ASSERT_TRUE(ensemble->Pause(follower).ok());
+  auto observer = Connect(ensemble->Endpoint(*leader));
+  ASSERT_NE(observer, nullptr);
+  EXPECT_TRUE(WaitFor([&] { return observer->Exists("/cut-off").value() == std::nullopt; },
+                      absl::Seconds(20)));
+  ASSERT_TRUE(ensemble->Resume(follower).ok());
+  // Back, the member learns the session is closed and the client is told: LOST.
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        absl::MutexLock lock(&mu);
+        return !states.empty() && states.back() == ConnectionState::kLost;
+      },
+      absl::Seconds(30)));
+  EXPECT_EQ((*client)->session_id(), session);
 }
 
 }  // namespace
