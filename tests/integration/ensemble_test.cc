@@ -491,5 +491,36 @@ TEST(EnsembleTest, SessionOfAClientCutOffWithItsMemberExpiresAndIsReportedLost) 
   EXPECT_EQ((*client)->session_id(), session);
 }
 
+TEST(EnsembleTest, LinearizableReadOnAFollowerSeesEveryWriteAcknowledgedBeforeIt) {
+  auto ensemble = StartEnsemble(3);
+  ASSERT_NE(ensemble, nullptr);
+  auto leader = ensemble->WaitForLeader();
+  ASSERT_TRUE(leader.ok());
+  auto writer = v1::Coordination::NewStub(NewChannel(ensemble->Endpoint(*leader)));
+  auto reader =
+      v1::Coordination::NewStub(NewChannel(ensemble->Endpoint(AFollower(*ensemble, *leader))));
+  for (int n = 0; n < 50; ++n) {
+    const std::string path = absl::StrCat("/lin", n);
+    {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+      v1::CreateRequest request;
+      request.set_path(path);
+      request.set_data(absl::StrCat(n));
+      v1::CreateResponse response;
+      ASSERT_TRUE(writer->Create(&context, request, &response).ok());
+    }
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::GetRequest request;
+    request.set_path(path);
+    request.set_linearizable(true);
+    v1::GetResponse response;
+    grpc::Status status = reader->Get(&context, request, &response);
+    ASSERT_TRUE(status.ok()) << path << ": " << status.error_message();
+    EXPECT_EQ(response.data(), absl::StrCat(n));
+  }
+}
+
 }  // namespace
 }  // namespace confab::itest
