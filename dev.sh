@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # dev.sh — install what is missing (Debian 12 packages), build, and run Confab.
-#   ./dev.sh demo    build, start a standalone confabd on ./default.confab, show it working, stop it
+#   ./dev.sh demo    build, then run the Superset-like scene on a local 3-member ensemble
+#                    (samples/superset_scene.sh; data in ./default.confab), and stop it
 #   ./dev.sh test    build (plus an ASan+UBSan build of the unit tests) and run every test via ctest
 #   ./dev.sh build   just install and build
 # Builds use ninja and ccache; build trees are build/ and build-asan/.
@@ -37,25 +38,8 @@ build() {  # build DIR TARGET [cmake args...]
 
 demo() {
   build build all
-  local log=build/demo-confabd.log
-  echo "dev.sh: starting confabd on ./default.confab (log: $log)"
-  build/server/confabd --data-dir=default.confab --listen=127.0.0.1:2281 >"$log" 2>&1 &
-  local pid=$!
-  trap 'kill -TERM $pid 2>/dev/null || true' EXIT
-  for _ in $(seq 100); do
-    grep -q "listening on" "$log" && break
-    kill -0 $pid 2>/dev/null || { cat "$log"; exit 1; }
-    sleep 0.1
-  done
-  build/samples/quickstart --endpoint=127.0.0.1:2281
-  echo "dev.sh: the same data through confabctl:"
-  build/sdk/confabctl --endpoints=127.0.0.1:2281 tree /superset
-  build/sdk/confabctl --endpoints=127.0.0.1:2281 status
-  kill -TERM $pid
-  wait $pid
-  trap - EXIT
-  echo "dev.sh: confabd stopped cleanly; its log:"
-  sed 's/^/  /' "$log"
+  # The main job: the Superset-like scene on a local 3-member ensemble (data in ./default.confab).
+  samples/superset_scene.sh
 }
 
 run_tests() {

@@ -795,9 +795,9 @@ grpc::ServerUnaryReactor* CoordinationService::Status(grpc::CallbackServerContex
       v1::MemberStatus* member = response->add_members();
       member->set_id(link.id.value());
       member->set_address(link.report.client_address());
-      const bool fresh = link.last_heard_ms > 0 &&
-                         absl::ToUnixMillis(absl::Now()) - link.last_heard_ms <
-                             2 * replica_->options().tick_ms * replica_->options().sync_limit_ticks;
+      // Every link carries a report at least twice a second: older news is no news.
+      const bool fresh = link.connected && link.last_heard_ms > 0 &&
+                         absl::ToUnixMillis(absl::Now()) - link.last_heard_ms < 1500;
       switch (fresh ? link.report.state() : internal::LOOKING) {
         case internal::FOLLOWING:
           member->set_role(v1::FOLLOWING);

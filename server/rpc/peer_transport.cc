@@ -24,6 +24,7 @@ namespace confab::rpc {
 namespace {
 
 constexpr absl::Duration kReconnectBackoff = absl::Milliseconds(100);
+constexpr absl::Duration kReportInterval = absl::Milliseconds(500);
 constexpr absl::Duration kSnapshotFetchDeadline = absl::Minutes(10);
 
 // Dead peers are noticed within seconds even on idle streams; reconnects are quick so that a
@@ -163,7 +164,9 @@ class PeerTransport::Link {
           auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
             return stopping_ || !queue_.empty();
           };
-          mu_.Await(absl::Condition(&work));
+          // An idle link still carries this member's report now and then: every member knows
+          // every other's state (followers exchange nothing else), and a dead peer is noticed.
+          mu_.AwaitWithTimeout(absl::Condition(&work), kReportInterval);
           if (stopping_) break;
           size_t bytes = 0;
           while (!queue_.empty() && (batch.envelopes_size() == 0 || bytes < kBatchBytesMax)) {
