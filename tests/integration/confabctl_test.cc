@@ -544,6 +544,41 @@ TEST(ConfabctlOwnServerTest, RmrOfTheRootEmptiesTheTree) {
   EXPECT_EQ(listed.out, "");
 }
 
+TEST(ConfabctlOwnServerTest, StatusListsEveryMemberOfAThreeMemberEnsemble) {
+  testing::LocalEnsembleOptions options;
+  options.members = 3;
+  options.confabd_path = CONFABD_PATH;
+  auto ensemble = testing::LocalEnsemble::Start(options);
+  ASSERT_TRUE(ensemble.ok()) << ensemble.status();
+  auto leader = (*ensemble)->WaitForLeader();
+  ASSERT_TRUE(leader.ok()) << leader.status();
+  const std::string endpoints = "--endpoints=" + (*ensemble)->ConnectString();
+  // Every member's report reaches the others within a second.
+  json status;
+  ASSERT_TRUE(itest::WaitFor([&] {
+    Outcome o = Confabctl({endpoints, "-o", "json", "status"}).Finish();
+    if (o.exit_code != 0) return false;
+    status = json::parse(o.out);
+    int serving = 0;
+    for (const json& member : status["members"]) serving += member["serving"].get<bool>();
+    return serving == 3;
+  }));
+  ASSERT_EQ(status["members"].size(), 3u);
+  int leading = 0;
+  for (const json& member : status["members"]) {
+    leading += member["role"] == "LEADING";
+    EXPECT_EQ(member["address"], (*ensemble)->Endpoint(member["id"].get<int>() - 1));
+  }
+  EXPECT_EQ(leading, 1);
+  EXPECT_EQ(status["leader_id"], *leader + 1);
+  Outcome text = Confabctl({endpoints, "status"}).Finish();
+  EXPECT_EQ(text.exit_code, 0) << text;
+  EXPECT_THAT(text.out, HasSubstr(absl::StrCat("leader_id = ", *leader + 1, "\n")));
+  EXPECT_THAT(text.out,
+              HasSubstr(absl::StrCat("member.", *leader + 1, " = ", (*ensemble)->Endpoint(*leader),
+                                     " LEADING serving")));
+}
+
 TEST(ConfabctlOwnServerTest, WatchEndsWhenTheSessionIsLost) {
   auto server = itest::StartConfabd();
   ASSERT_NE(server, nullptr);
