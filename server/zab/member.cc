@@ -174,6 +174,7 @@ void Member::Tick() {
       if (leader_phase_ != LeaderPhase::kDiscovery &&
           now_ticks_ - ping_sent_tick_ >= config_.heartbeat_ticks) {
         ping_sent_tick_ = now_ticks_;
+        RetransmitLostProposals();
         for (const auto& [id, learner] : learners_) {
           Send(id, accepted_epoch_).mutable_ping()->set_committed_zxid(committed_.ToInt());
         }
@@ -266,6 +267,7 @@ void Member::ResetRoleState() {
   leader_phase_ = LeaderPhase::kDiscovery;
   learners_.clear();
   new_leader_zxid_ = Zxid();
+  heartbeat_log_end_ = Zxid();
 }
 
 void Member::BecomeLooking(absl::string_view reason) {
@@ -611,21 +613,33 @@ void Member::OnProposal(const internal::Proposal& proposal) {
 bool Member::AppendFromLeader(Zxid prev_zxid,
                               const google::protobuf::RepeatedPtrField<internal::LogEntry>& entries,
                               absl::string_view what) {
+  // A retransmission or a duplicate repeats entries the log holds. A zxid names one entry (an
+  // epoch has one leader), so the held ones are skipped and the rest must continue the log.
+  int first_new = 0;
+  if (prev_zxid < last_zxid_ && log_->Contains(prev_zxid)) {
+    while (first_new < entries.size()) {
+      const Zxid zxid = Zxid::FromInt(entries[first_new].zxid());
+      if (zxid > last_zxid_ || !log_->Contains(zxid)) break;
+      prev_zxid = zxid;
+      ++first_new;
+    }
+    if (first_new == entries.size()) return true;
+  }
   if (prev_zxid != last_zxid_) {
     Refuse(absl::StrCat(what, " continues ", prev_zxid.ToString(), " but the log ends at ",
                         last_zxid_.ToString()));
     return false;
   }
   Zxid last = last_zxid_;
-  for (const internal::LogEntry& entry : entries) {
-    const Zxid zxid = Zxid::FromInt(entry.zxid());
+  for (int i = first_new; i < entries.size(); ++i) {
+    const Zxid zxid = Zxid::FromInt(entries[i].zxid());
     if (!FollowsContiguously(last, zxid)) {
       Refuse(absl::StrCat(what, " entry ", zxid.ToString(), " does not follow ", last.ToString()));
       return false;
     }
     last = zxid;
   }
-  ready_.append.insert(ready_.append.end(), entries.begin(), entries.end());
+  ready_.append.insert(ready_.append.end(), entries.begin() + first_new, entries.end());
   last_zxid_ = last;
   return true;
 }
@@ -859,6 +873,28 @@ void Member::MaybeCommit() {
       Send(id, accepted_epoch_).mutable_commit()->set_zxid(zxid.ToInt());
     }
   }
+}
+
+void Member::RetransmitLostProposals() {
+  // Entries proposed a heartbeat ago and still not acknowledged were lost on the way (a broken
+  // stream loses what was in flight). Below the commit PING reveals the gap and the follower
+  // resynchronizes, but an uncommitted tail stays uncommitted until a later proposal reveals it,
+  // which may never come. Resend one batch; the follower skips what it already holds. (What is
+  // only in the snapshot now is below the commit.)
+  for (const auto& [id, learner] : learners_) {
+    if (learner.phase != Learner::Phase::kUpToDate || learner.durable >= heartbeat_log_end_ ||
+        learner.durable < log_->SnapshotZxid()) {
+      continue;
+    }
+    internal::Proposal* proposal = Send(id, accepted_epoch_).mutable_proposal();
+    proposal->set_prev_zxid(learner.durable.ToInt());
+    for (internal::LogEntry& entry :
+         log_->EntriesAfter(learner.durable, config_.proposal_entries_max)) {
+      *proposal->add_entries() = std::move(entry);
+    }
+  }
+  // What the log holds now (proposals since the last GetReady are not in it yet).
+  heartbeat_log_end_ = ready_.append.empty() ? last_zxid_ : batch_prev_zxid_;
 }
 
 void Member::FlushProposals() {

@@ -219,6 +219,7 @@ class Member {
   void SynchronizeLearner(MemberId id, Learner& learner);
   void MaybeEstablish();
   void MaybeCommit();
+  void RetransmitLostProposals();
   void FlushProposals();
   int CountLearners(Learner::Phase at_least) const;
 
@@ -273,6 +274,7 @@ class Member {
   Zxid new_leader_zxid_;  // the history the quorum synchronizes to (NEWLEADER's last_zxid)
   Zxid batch_prev_zxid_;  // the log's last zxid before ready_.append (the pending proposals)
   int64_t ping_sent_tick_ = 0;
+  Zxid heartbeat_log_end_;  // where the log ended at the last heartbeat
 };
 
 }  // namespace confab::zab

@@ -170,6 +170,63 @@ TEST(BroadcastTest, LeaderCommitsNothingItHasNotMadeDurableItself) {
   EXPECT_EQ(ensemble.node(1).applied.size(), 1u);
 }
 
+// Found by the simulator (tests/sim, seed 986): a PROPOSAL lost on its way to every follower (a
+// broken stream loses what was in flight) left its entry uncommitted for as long as no later
+// proposal revealed the gap, and the client waited forever.
+TEST(BroadcastTest, AProposalLostToEveryFollowerIsResentAndCommits) {
+  Ensemble ensemble(3);
+  ASSERT_TRUE(ensemble.RunUntilStable());
+  CommitEntries(ensemble, 2, "a");
+  const int leader = *ensemble.Leader();
+  const std::optional<Zxid> lost = ensemble.Propose(leader, "lost");
+  ASSERT_TRUE(lost.has_value());
+  ensemble.Process(leader);
+  ASSERT_EQ(std::erase_if(ensemble.in_flight(),
+                          [](const internal::PeerMessage& m) { return m.has_proposal(); }),
+            2u);
+  ensemble.Stabilize();
+  EXPECT_LT(ensemble.member(leader).committed(), *lost);
+  ensemble.Run(3 * Config{}.heartbeat_ticks);
+  EXPECT_EQ(ensemble.member(leader).committed(), *lost) << ensemble.Dump();
+  ensemble.ExpectConverged();
+  for (int i = 1; i <= ensemble.size(); ++i) {
+    EXPECT_FALSE(TraceMentions(ensemble.member(i), "refused")) << ensemble.Dump();
+  }
+}
+
+// A retransmission, or a duplicated PROPOSAL, repeats entries the follower holds: it skips them
+// instead of refusing and resynchronizing.
+TEST(BroadcastTest, AFollowerSkipsRepeatedEntriesAndAppendsTheRest) {
+  Ensemble ensemble(3);
+  ASSERT_TRUE(ensemble.RunUntilStable());
+  CommitEntries(ensemble, 2, "a");
+  const int leader = *ensemble.Leader();
+  ASSERT_TRUE(ensemble.Propose(leader, "b").has_value());
+  ensemble.Process(leader);
+  std::vector<internal::PeerMessage> first_batch;
+  for (const internal::PeerMessage& m : ensemble.in_flight()) {
+    if (m.has_proposal()) first_batch.push_back(m);
+  }
+  ASSERT_EQ(first_batch.size(), 2u);
+  ensemble.Stabilize();
+  ASSERT_TRUE(ensemble.Propose(leader, "c").has_value());
+  ensemble.Process(leader);
+  // Ahead of the proposal of "c": the first batch again (held entirely), then the first batch
+  // extended with "c" (held in part).
+  for (const internal::PeerMessage& repeated : first_batch) {
+    internal::PeerMessage extended = repeated;
+    *extended.mutable_proposal()->add_entries() = Entry(ensemble.member(leader).last_zxid(), "c");
+    ensemble.in_flight().push_front(extended);
+    ensemble.in_flight().push_front(repeated);
+  }
+  ensemble.Stabilize();
+  CommitEntries(ensemble, 1, "d");
+  for (int i = 1; i <= ensemble.size(); ++i) {
+    EXPECT_FALSE(TraceMentions(ensemble.member(i), "refused")) << ensemble.Dump();
+  }
+  ensemble.ExpectConverged();
+}
+
 // --- Synchronization -----------------------------------------------------------------------------
 
 TEST(SyncTest, RestartedFollowerCatchesUpByDiff) {
