@@ -539,6 +539,10 @@ void Replicator::Execute(zab::Ready& ready) {
       uncommitted_.pop_back();
     }
   }
+  // A snapshot asked for before a role change belongs to a synchronization that has ended (a
+  // Ready carries only the last of its role changes): installed now, it could roll the member
+  // back below what it applied since. Only one asked for in this very Ready is awaited.
+  if (ready.role) awaiting_snapshot_.reset();
   if (ready.install_snapshot) {
     const Zxid zxid = *ready.install_snapshot;
     awaiting_snapshot_ = zxid;
@@ -606,7 +610,6 @@ void Replicator::OnRole(const zab::Ready::RoleChange& change) {
     role_ = next;
     trace_.assign(member_->trace().begin(), member_->trace().end());
   }
-  if (change.role != zab::Role::kFollowing) awaiting_snapshot_.reset();
   // The state machine hears first: its clients' streams end, so they see a lost connection
   // (and retry what is idempotent elsewhere) rather than answers from a member that is leaving.
   state_machine_->RoleChanged(next);

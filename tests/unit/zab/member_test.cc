@@ -72,6 +72,54 @@ TEST(MemberTest, AdoptsABetterVoteAndAnswersAnOlderRound) {
   EXPECT_EQ(ready.messages.back().to(), 3u);
 }
 
+TEST(MemberTest, FollowerWhoseLeaderNeverAnswersLooksAgainAfterSyncLimit) {
+  // Member 1 counted member 3's vote, but 3 has moved on (it follows another leader, or was a
+  // vote behind): no LEADERINFO will come. Discovery is one round trip, so member 1 looks again
+  // after sync_limit_ticks rather than waiting out init_limit_ticks (meant for snapshots).
+  MemoryLog log;
+  Config config = ThreeMembers(1);
+  config.sync_limit_ticks = 10;
+  config.init_limit_ticks = 100;
+  Member member(config, PersistentState{}, &log);
+  member.GetReady();
+  internal::PeerMessage vote;
+  vote.set_from(3);
+  vote.set_to(1);
+  vote.mutable_vote()->set_round(5);
+  vote.mutable_vote()->set_leader(3);
+  vote.mutable_vote()->set_state(internal::LOOKING);
+  member.Step(vote);
+  ASSERT_EQ(member.role(), Role::kFollowing);
+  member.GetReady();
+  for (int t = 0; t < config.sync_limit_ticks; ++t) member.Tick();
+  EXPECT_EQ(member.role(), Role::kFollowing);
+  member.Tick();
+  EXPECT_EQ(member.role(), Role::kLooking);
+}
+
+TEST(MemberTest, LeaderWithoutAQuorumOfFollowersLooksAgainAfterSyncLimit) {
+  MemoryLog log;
+  Config config = ThreeMembers(3);
+  config.sync_limit_ticks = 10;
+  config.init_limit_ticks = 100;
+  Member member(config, PersistentState{}, &log);
+  member.GetReady();
+  internal::PeerMessage vote;
+  vote.set_from(1);
+  vote.set_to(3);
+  vote.mutable_vote()->set_round(5);
+  vote.mutable_vote()->set_leader(3);
+  vote.mutable_vote()->set_state(internal::LOOKING);
+  member.Step(vote);
+  ASSERT_EQ(member.role(), Role::kLeading);
+  member.GetReady();
+  // Member 1 never sends FOLLOWERINFO (it moved on to another leader).
+  for (int t = 0; t < config.sync_limit_ticks; ++t) member.Tick();
+  EXPECT_EQ(member.role(), Role::kLeading);
+  member.Tick();
+  EXPECT_EQ(member.role(), Role::kLooking);
+}
+
 TEST(MemberTest, StandaloneMemberEstablishesItselfAndServes) {
   MemoryLog log;
   Config config;
