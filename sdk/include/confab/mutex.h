@@ -48,8 +48,10 @@ class Mutex {
   // is already held or being acquired; a Client error otherwise.
   absl::StatusOr<int64_t> Lock(absl::Duration timeout = absl::InfiniteDuration());
 
-  // Deletes the lock node. FAILED_PRECONDITION if not held. A node already gone (the session
-  // was lost) is success.
+  // Deletes the lock node, retrying through a failover (a lock node left behind would block
+  // every other contender while the session lives). FAILED_PRECONDITION if not held. A node
+  // already gone (the session was lost) is success; UNAVAILABLE after 30 s without an answer
+  // (the Mutex is then still held: call Unlock again).
   absl::Status Unlock();
 
   bool IsHeld() const;

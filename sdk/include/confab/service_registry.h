@@ -16,11 +16,13 @@
 // Deregister) deletes the node. A member node is ephemeral: it also goes with the session
 // (Client::Close, or LOST).
 //
-// After LOST: the Client is final (client.h), and so are the members it created. The Client
-// offers no way to hand a recipe a new session, so the application rebuilds: a new Client, a new
-// ServiceRegistry on it, and Register again (pass the old Registration's id() in
-// RegisterOptions::id to keep the member's identity). Registrations of the lost Client may simply
-// be destroyed (their delete fails with SESSION_EXPIRED, which is ignored).
+// After LOST: the Client is final (client.h), and so are the members it created. A member that
+// must outlive its session is a KeptRegistration: it owns a Client of its own and, after LOST,
+// registers again under a new session and reports the new node (below). With ServiceRegistry
+// the application rebuilds by hand: a new Client, a new ServiceRegistry on it, and Register again
+// (pass the old Registration's id() in RegisterOptions::id to keep the member's identity; a node
+// of the old session still lingering is then replaced, not duplicated). Registrations of the lost
+// Client may simply be destroyed (their delete fails with SESSION_EXPIRED, which is ignored).
 //
 // Threads: every method may be called from any thread. Membership callbacks run on the Client's
 // callback thread (see client.h): one at a time, in zxid order of the changes that caused them.
@@ -67,7 +69,11 @@ absl::Status EnsurePath(Client& client, absl::string_view path);
 // Creates parent/_c_<id>-<name>[sequence] exactly once (parents created as needed), even when
 // the create's reply is lost (UNAVAILABLE: outcome unknown): before trying again, the parent's
 // children are searched for one carrying the `_c_<id>-` prefix, and that node is returned.
-// Gives up after `timeout`. An empty `id` takes a fresh UUID.
+// A given `id` is searched for before the first try too. For the ephemeral modes, a node found
+// with the prefix but owned by another session (an earlier session of the same creator, lingering
+// on the server) is deleted and the node created under this session: never a duplicate, never a
+// node about to vanish with its session. Gives up after `timeout`. An empty `id` takes a fresh
+// UUID.
 absl::StatusOr<Created> CreateProtected(Client& client, absl::string_view parent,
                                         absl::string_view name, absl::string_view data,
                                         CreateMode mode, std::string id = "",
@@ -146,6 +152,56 @@ class MembershipWatch {
   Client* client_;
   std::shared_ptr<State> state_;
   WatchId watch_id_;
+};
+
+namespace recipes_internal {
+class SessionRenewer;
+}  // namespace recipes_internal
+
+using RenewedCallback = absl::AnyInvocable<void(const std::string& path)>;
+
+// A member kept registered across session expiry, as Curator's ServiceDiscovery re-registers
+// after a reconnect. It owns its Client (a session of its own, from `client_options`; nothing else
+// runs on it). When that session is LOST (expired, closed by the server, or not heard from for
+// its timeout), it connects a new Client, retrying with the options' reconnect backoff while no
+// member answers, registers the member again under the same id, and calls on_renewed(new path).
+// Between LOST and the new registration the member is absent from Members(). A node of the old
+// session still lingering on the server (the client declared LOST on its own timer) is deleted
+// by the new registration's protected create: there is never a duplicate.
+//
+// on_renewed runs on the registration's own thread ("confab-renew"), one call at a time; it may
+// call path() and id(), not Deregister(). The state listener of `client_options`, if any, is told
+// the states of every session in turn (CONNECTED, ..., LOST, CONNECTED, ...).
+class KeptRegistration {
+ public:
+  // Registers as ServiceRegistry(client, base_path).Register(service, payload, options) would, on
+  // a Client of its own; returns once registered, or the error when that has not happened within
+  // options.timeout (the connect included).
+  static absl::StatusOr<std::unique_ptr<KeptRegistration>> Start(
+      ClientOptions client_options, absl::string_view base_path, absl::string_view service,
+      nlohmann::json payload, RegisterOptions options = {}, RenewedCallback on_renewed = nullptr);
+
+  ~KeptRegistration();  // Deregister()
+  KeptRegistration(const KeptRegistration&) = delete;
+  KeptRegistration& operator=(const KeptRegistration&) = delete;
+
+  // The member node last registered (already gone while a lost session is being renewed).
+  std::string path() const;
+  const std::string& id() const;
+
+  // Stops renewing and closes the session: the member node goes with it (at once when connected,
+  // else when the session expires on the server). Waits for a connect in progress (at most the
+  // connect_timeout). Idempotent; not from on_renewed.
+  void Deregister();
+
+  struct State;  // shared with the renewing thread (internal)
+
+ private:
+  KeptRegistration(std::shared_ptr<State> state, std::string id);
+
+  std::shared_ptr<State> state_;
+  std::string id_;
+  std::unique_ptr<recipes_internal::SessionRenewer> renewer_;
 };
 
 class ServiceRegistry {

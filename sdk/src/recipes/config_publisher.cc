@@ -18,23 +18,16 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "confab/service_registry.h"
+#include "sdk/src/recipes/config_nodes.h"
 
 namespace confab {
 
 namespace {
 
 using json = nlohmann::json;
-
-constexpr absl::string_view kReleasePrefix = "release-";
-
-// A node's data as a config value (as ConfigCache decodes it): nullopt for empty data (a
-// folder), the JSON it holds, else the string of its text.
-std::optional<json> Decode(const std::string& data) {
-  if (data.empty()) return std::nullopt;
-  json parsed = json::parse(data, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) return json(data);
-  return parsed;
-}
+using config_internal::DecodeValue;
+using config_internal::kReleasePrefix;
+using config_internal::ParseRelease;
 
 bool HasType(const json& value, ValueType type) {
   switch (type) {
@@ -98,7 +91,7 @@ absl::Status ReadSubtree(Client& client, const std::string& root, const std::str
       return node.status();
     }
     out.nodes.insert(key);
-    if (std::optional<json> value = Decode(node->data); value.has_value()) {
+    if (std::optional<json> value = DecodeValue(node->data); value.has_value()) {
       out.keys[key] = KeyNode{*std::move(value), node->stat.version};
     }
     if (node->stat.num_children > 0) {
@@ -106,25 +99,6 @@ absl::Status ReadSubtree(Client& client, const std::string& root, const std::str
     }
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<Release> ParseRelease(const std::string& path, const NodeData& node) {
-  json data = json::parse(node.data, nullptr, /*allow_exceptions=*/false);
-  if (data.is_discarded() || !data.is_object() || !data.contains("release")) {
-    return absl::DataLossError(absl::StrCat("release node ", path, " does not hold a release"));
-  }
-  Release release;
-  release.path = path;
-  release.zxid = node.stat.czxid;
-  release.number = data.value("release", int64_t{0});
-  release.who = data.value("who", std::string());
-  release.when_ms = data.value("when_ms", int64_t{0});
-  release.message = data.value("message", std::string());
-  if (data.contains("changes") && data["changes"].is_object()) release.changes = data["changes"];
-  if (data.contains("content") && data["content"].is_object()) {
-    for (const auto& [key, value] : data["content"].items()) release.content[key] = value;
-  }
-  return release;
 }
 
 }  // namespace
@@ -265,7 +239,7 @@ absl::StatusOr<PublishResult> ConfigPublisher::PublishImpl(
   absl::StatusOr<NodeData> counter = client_->Get(release_root_);
   if (!counter.ok()) return counter.status();
   int64_t latest = 0;
-  if (std::optional<json> data = Decode(counter->data);
+  if (std::optional<json> data = DecodeValue(counter->data);
       data.has_value() && data->is_object() && data->contains("latest")) {
     latest = data->value("latest", int64_t{0});
   }

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "confab/service_registry.h"
+#include "sdk/src/recipes/own_node.h"
 
 namespace confab {
 
@@ -184,7 +185,7 @@ void LeaderElection::Close() {
     state_->leader = false;
     node = state_->node;
   }
-  if (!node.empty()) client_->Delete(node).IgnoreError();
+  if (!node.empty()) DeleteOwnNode(*client_, node).IgnoreError();
 }
 
 bool LeaderElection::IsLeader() const {

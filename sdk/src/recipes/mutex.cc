@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "confab/service_registry.h"
+#include "sdk/src/recipes/own_node.h"
 
 namespace confab {
 
@@ -39,7 +40,8 @@ absl::StatusOr<int64_t> Mutex::Lock(absl::Duration timeout) {
   }
   const absl::Time deadline = absl::Now() + timeout;
   auto fail = [&](absl::Status status, const std::string& node) {
-    if (!node.empty()) client_->Delete(node).IgnoreError();
+    // Left behind, the node would block every later contender for as long as the session lives.
+    if (!node.empty()) DeleteOwnNode(*client_, node).IgnoreError();
     absl::MutexLock lock(&mu_);
     busy_ = false;
     waiting_on_.clear();
@@ -113,9 +115,7 @@ absl::Status Mutex::Unlock() {
     }
     node = node_;
   }
-  absl::Status status = client_->Delete(node);
-  const v1::ErrorCode code = ErrorCodeOf(status);
-  if (!status.ok() && code != v1::NO_NODE && code != v1::SESSION_EXPIRED) return status;
+  if (absl::Status status = DeleteOwnNode(*client_, node); !status.ok()) return status;
   absl::MutexLock lock(&mu_);
   node_.clear();
   token_ = 0;

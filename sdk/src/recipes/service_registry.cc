@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "sdk/src/recipes/session_renewer.h"
 
 namespace confab {
 
@@ -73,9 +74,16 @@ bool IsSequential(CreateMode mode) {
   return mode == CreateMode::kPersistentSequential || mode == CreateMode::kEphemeralSequential;
 }
 
-// The child of `parent` whose name starts with `prefix`, if any.
+bool IsEphemeral(CreateMode mode) {
+  return mode == CreateMode::kEphemeral || mode == CreateMode::kEphemeralSequential;
+}
+
+// The child of `parent` whose name starts with `prefix`, if any. An ephemeral one that belongs to
+// another session is a leftover of an earlier session of the same creator (which may linger on
+// the server for a while after the client declared it LOST): it is deleted, not returned, so the
+// caller creates its node under its own session instead of adopting one about to vanish.
 absl::StatusOr<std::optional<Created>> FindProtected(Client& client, absl::string_view parent,
-                                                     absl::string_view prefix) {
+                                                     absl::string_view prefix, CreateMode mode) {
   auto children = client.GetChildren(parent);
   if (!children.ok()) return children.status();
   for (const std::string& name : children->names) {
@@ -83,7 +91,13 @@ absl::StatusOr<std::optional<Created>> FindProtected(Client& client, absl::strin
     std::string full = JoinPath(parent, name);
     auto stat = client.Exists(full);
     if (!stat.ok()) return stat.status();
-    if (stat->has_value()) return std::optional<Created>(Created{full, **stat});
+    if (!stat->has_value()) continue;
+    if (IsEphemeral(mode) && (*stat)->ephemeral_owner != client.session_id().value()) {
+      absl::Status deleted = client.Delete(full);
+      if (!deleted.ok() && ErrorCodeOf(deleted) != v1::NO_NODE) return deleted;
+      continue;
+    }
+    return std::optional<Created>(Created{full, **stat});
   }
   return std::optional<Created>();
 }
@@ -104,7 +118,7 @@ absl::StatusOr<Created> CreateProtected(Client& client, absl::string_view parent
   while (true) {
     absl::Status status;
     if (search) {
-      auto found = FindProtected(client, parent, prefix);
+      auto found = FindProtected(client, parent, prefix, mode);
       if (found.ok() && found->has_value()) return **found;
       if (!found.ok() && ErrorCodeOf(found.status()) != v1::NO_NODE) {
         status = found.status();
@@ -212,18 +226,127 @@ void MembershipWatch::Close() {
   }
 }
 
-// ---- ServiceRegistry ----
+// ---- Member nodes ----
 
-ServiceRegistry::ServiceRegistry(Client* client, std::string base_path)
-    : client_(client),
-      base_path_(JoinPath("/", absl::StripSuffix(absl::StripPrefix(base_path, "/"), "/"))) {}
+namespace {
 
-absl::StatusOr<std::string> ServiceRegistry::ServicePath(absl::string_view service) const {
+std::string NormalizedBasePath(absl::string_view base_path) {
+  return JoinPath("/", absl::StripSuffix(absl::StripPrefix(base_path, "/"), "/"));
+}
+
+absl::StatusOr<std::string> ServicePathUnder(absl::string_view base_path,
+                                             absl::string_view service) {
   if (service.empty() || absl::StrContains(service, '/')) {
     return absl::InvalidArgumentError(
         absl::StrCat("service name '", service, "': must be non-empty and without '/'"));
   }
-  return JoinPath(base_path_, service);
+  return JoinPath(base_path, service);
+}
+
+// Creates the member node of `options.id` (set) under `service_path` (Curator's ServiceInstance).
+absl::StatusOr<Created> CreateMember(Client& client, const std::string& service_path,
+                                     absl::string_view service, const nlohmann::json& payload,
+                                     const RegisterOptions& options) {
+  nlohmann::json data = {
+      {"name", std::string(service)},
+      {"id", options.id},
+      {"address", options.address},
+      {"port", options.port.has_value() ? nlohmann::json(*options.port) : nlohmann::json()},
+      {"payload", payload},
+      {"registrationTimeUTC", absl::ToUnixMillis(absl::Now())},
+      {"serviceType", "DYNAMIC"},
+  };
+  return CreateProtected(client, service_path, "member-", data.dump(),
+                         CreateMode::kEphemeralSequential, options.id, options.timeout);
+}
+
+}  // namespace
+
+// ---- KeptRegistration ----
+
+struct KeptRegistration::State {
+  std::string service_path;
+  std::string service;
+  nlohmann::json payload;
+  RegisterOptions options;  // its id set
+  RenewedCallback on_renewed;
+
+  absl::Mutex mu;
+  std::string path ABSL_GUARDED_BY(mu);
+  int64_t registrations ABSL_GUARDED_BY(mu) = 0;
+
+  // On the renewer's thread, once per session.
+  absl::Status Register(Client& client) {
+    absl::StatusOr<Created> created = CreateMember(client, service_path, service, payload, options);
+    if (!created.ok()) return created.status();
+    bool renewed = false;
+    {
+      absl::MutexLock lock(&mu);
+      path = created->path;
+      renewed = registrations++ > 0;
+    }
+    if (renewed && on_renewed) on_renewed(created->path);
+    return absl::OkStatus();
+  }
+};
+
+KeptRegistration::KeptRegistration(std::shared_ptr<State> state, std::string id)
+    : state_(std::move(state)), id_(std::move(id)) {}
+
+KeptRegistration::~KeptRegistration() { Deregister(); }
+
+absl::StatusOr<std::unique_ptr<KeptRegistration>> KeptRegistration::Start(
+    ClientOptions client_options, absl::string_view base_path, absl::string_view service,
+    nlohmann::json payload, RegisterOptions options, RenewedCallback on_renewed) {
+  absl::StatusOr<std::string> service_path =
+      ServicePathUnder(NormalizedBasePath(base_path), service);
+  if (!service_path.ok()) return service_path.status();
+  if (options.id.empty()) options.id = NewUuid();
+  auto state = std::make_shared<State>();
+  state->service_path = *std::move(service_path);
+  state->service = std::string(service);
+  state->payload = std::move(payload);
+  state->options = options;
+  state->on_renewed = std::move(on_renewed);
+  std::unique_ptr<KeptRegistration> kept(new KeptRegistration(state, options.id));
+  kept->renewer_ = std::make_unique<recipes_internal::SessionRenewer>(
+      std::move(client_options), [state](Client& client) { return state->Register(client); },
+      [](ConnectionState) {});
+  {
+    absl::MutexLock lock(&state->mu);
+    if (state->mu.AwaitWithTimeout(
+            absl::Condition(
+                +[](State* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->registrations > 0; },
+                state.get()),
+            options.timeout)) {
+      return kept;
+    }
+  }
+  const absl::Status last_error = kept->renewer_->LastError();
+  kept->Deregister();
+  return absl::DeadlineExceededError(
+      absl::StrCat("KeptRegistration: '", service, "' not registered within ",
+                   absl::FormatDuration(options.timeout), "; last error: ", last_error.ToString()));
+}
+
+std::string KeptRegistration::path() const {
+  absl::MutexLock lock(&state_->mu);
+  return state_->path;
+}
+
+const std::string& KeptRegistration::id() const { return id_; }
+
+void KeptRegistration::Deregister() {
+  if (renewer_ != nullptr) renewer_->Stop();
+}
+
+// ---- ServiceRegistry ----
+
+ServiceRegistry::ServiceRegistry(Client* client, std::string base_path)
+    : client_(client), base_path_(NormalizedBasePath(base_path)) {}
+
+absl::StatusOr<std::string> ServiceRegistry::ServicePath(absl::string_view service) const {
+  return ServicePathUnder(base_path_, service);
 }
 
 absl::StatusOr<Registration> ServiceRegistry::Register(absl::string_view service,
@@ -232,17 +355,7 @@ absl::StatusOr<Registration> ServiceRegistry::Register(absl::string_view service
   auto base = ServicePath(service);
   if (!base.ok()) return base.status();
   if (options.id.empty()) options.id = NewUuid();
-  nlohmann::json data = {
-      {"name", std::string(service)},
-      {"id", options.id},
-      {"address", options.address},
-      {"port", options.port.has_value() ? nlohmann::json(*options.port) : nlohmann::json()},
-      {"payload", std::move(payload)},
-      {"registrationTimeUTC", absl::ToUnixMillis(absl::Now())},
-      {"serviceType", "DYNAMIC"},
-  };
-  auto created = CreateProtected(*client_, *base, "member-", data.dump(),
-                                 CreateMode::kEphemeralSequential, options.id, options.timeout);
+  auto created = CreateMember(*client_, *base, service, payload, options);
   if (!created.ok()) return created.status();
   return Registration(client_, created->path, options.id);
 }
