@@ -25,9 +25,10 @@ struct PeerLinkStatus {
 class PeerNetwork {
  public:
   virtual ~PeerNetwork() = default;
-  // Queues `envelope` for member `to`; never blocks. Envelopes to one member arrive in the order
-  // sent, or not at all (dropped while the link is down).
-  virtual void Send(MemberId to, internal::PeerEnvelope envelope) = 0;
+  // Queues `envelopes` for member `to`, in order; never blocks. Envelopes to one member arrive in
+  // the order sent, or not at all (dropped while the link is down). Callers hand over everything
+  // they have for a member at once: the link's sender wakes once for all of it.
+  virtual void Send(MemberId to, std::vector<internal::PeerEnvelope> envelopes) = 0;
   // Blocking: copies member `from`'s snapshot file at `zxid` to `path` (written durably).
   virtual absl::Status FetchSnapshot(MemberId from, Zxid zxid, const std::string& path) = 0;
   virtual std::vector<PeerLinkStatus> Links() const = 0;

@@ -25,6 +25,9 @@ constexpr size_t kSnapshotChunkNodes = 1024;
 
 void NameThisThread(const char* name) { pthread_setname_np(pthread_self(), name); }
 
+// Set on the apply thread while it applies a batch and runs what the batch answers.
+thread_local bool applying_batch = false;
+
 void FillOpened(SessionId id, int32_t timeout_ms, bool resumed, Zxid zxid,
                 v1::SessionOpened* opened) {
   opened->set_session_id(id.value());
@@ -189,6 +192,13 @@ void Replica::SetServingListener(ServingListener listener) {
   serving_listener_ = std::move(listener);
 }
 
+void Replica::SetAppliedListener(AppliedListener listener) {
+  absl::MutexLock lock(&apply_mu_);
+  applied_listener_ = std::move(listener);
+}
+
+bool Replica::ApplyingBatch() { return applying_batch; }
+
 absl::Status Replica::NotServing() const {
   RoleState state = role();
   return MakeError(v1::UNAVAILABLE,
@@ -305,8 +315,10 @@ void Replica::ApplyLoop() {
       batch.swap(committed_);
       applying_ = true;
     }
+    applying_batch = true;
     for (CommittedEntry& entry : batch) Apply(entry);
     std::vector<StatusDone> released;
+    AppliedListener applied_listener;
     {
       absl::MutexLock lock(&apply_mu_);
       applying_ = false;
@@ -321,8 +333,11 @@ void Replica::ApplyLoop() {
         snapshot_requested_ = true;
         applied_since_snapshot_ = 0;
       }
+      applied_listener = applied_listener_;
     }
     for (StatusDone& done : released) std::move(done)(absl::OkStatus());
+    applying_batch = false;
+    if (applied_listener) applied_listener();
   }
 }
 

@@ -100,6 +100,10 @@ class Replica final : private StateMachine {
   using StatusDone = absl::AnyInvocable<void(absl::Status status) &&>;
   // Told when this member starts or stops serving (on the replicator thread; must not block).
   using ServingListener = std::function<void(const RoleState& role)>;
+  // Told on the apply thread once a batch of committed transactions is applied and answered
+  // (must not block): answers and events queued while ApplyingBatch() can leave together, one
+  // stream write per batch rather than one per answer.
+  using AppliedListener = std::function<void()>;
 
   static absl::StatusOr<std::unique_ptr<Replica>> Open(const ReplicaOptions& options);
   ~Replica() override;  // Shutdown()
@@ -109,6 +113,9 @@ class Replica final : private StateMachine {
   const ReplicaOptions& options() const { return options_; }
   int64_t NowMs() const;
   void SetServingListener(ServingListener listener);
+  void SetAppliedListener(AppliedListener listener);
+  // True on the apply thread while it applies a batch (the applied listener is called after).
+  static bool ApplyingBatch();
 
   // Writes. `done` runs exactly once with no replica lock held: after the transaction is
   // committed and applied here, with its result (on the apply thread); or with UNAVAILABLE when
@@ -224,6 +231,7 @@ class Replica final : private StateMachine {
   bool snapshot_requested_ ABSL_GUARDED_BY(apply_mu_) = false;
   uint64_t snapshots_written_ ABSL_GUARDED_BY(apply_mu_) = 0;
   ServingListener serving_listener_ ABSL_GUARDED_BY(apply_mu_);
+  AppliedListener applied_listener_ ABSL_GUARDED_BY(apply_mu_);
 
   std::thread apply_thread_;
   std::thread tick_thread_;

@@ -252,6 +252,7 @@ void Replicator::Run() {
   const absl::Duration tick = absl::Milliseconds(options_.tick_ms);
   next_tick_ = absl::Now() + tick;
   CarryOut();
+  FlushOutbox();
   for (;;) {
     Inbox inbox;
     {
@@ -278,6 +279,7 @@ void Replicator::Run() {
       FailInFlight(absl::StrCat("the server's log failed (", error.message(),
                                 ") before this write was durable here; its outcome is unknown"));
     }
+    FlushOutbox();
   }
 }
 
@@ -558,11 +560,16 @@ void Replicator::Execute(zab::Ready& ready) {
       inbox_.fetched = FetchedSnapshot{zxid, path, std::move(status)};
     });
   }
-  for (internal::LogEntry& entry : ready.append) {
-    const Zxid zxid = Zxid::FromInt(entry.zxid());
-    log_writer_->Enqueue(zxid, entry.payload());
-    index_.Append(zxid);
-    uncommitted_.push_back(std::move(entry));
+  if (!ready.append.empty()) {
+    std::vector<std::pair<Zxid, std::string>> records;
+    records.reserve(ready.append.size());
+    for (internal::LogEntry& entry : ready.append) {
+      const Zxid zxid = Zxid::FromInt(entry.zxid());
+      records.emplace_back(zxid, entry.payload());
+      index_.Append(zxid);
+      uncommitted_.push_back(std::move(entry));
+    }
+    log_writer_->Enqueue(std::move(records));
   }
   // 2. Send.
   for (internal::PeerMessage& message : ready.messages) {
@@ -642,7 +649,13 @@ void Replicator::FailInFlight(absl::string_view why) {
 }
 
 void Replicator::Send(MemberId to, internal::PeerEnvelope envelope) {
-  if (network_ != nullptr) network_->Send(to, std::move(envelope));
+  if (network_ != nullptr) outbox_[to].push_back(std::move(envelope));
+}
+
+void Replicator::FlushOutbox() {
+  for (auto& [to, envelopes] : outbox_) {
+    if (!envelopes.empty()) network_->Send(to, std::exchange(envelopes, {}));
+  }
 }
 
 }  // namespace confab::pipeline

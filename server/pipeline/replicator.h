@@ -210,7 +210,9 @@ class Replicator {
   // Answers every write and barrier in flight (own proposals, forwarded writes, remote Syncs) as
   // of unknown outcome.
   void FailInFlight(absl::string_view why);
+  // Queues `envelope` in outbox_; FlushOutbox() hands each peer's envelopes to the network.
   void Send(MemberId to, internal::PeerEnvelope envelope);
+  void FlushOutbox();
   void OnDurable(Zxid zxid);
   void OnLogFailure(const absl::Status& error);
   void Fatal(const absl::Status& error);
@@ -234,6 +236,10 @@ class Replicator {
   std::optional<Zxid> awaiting_snapshot_;
   std::vector<std::thread> fetch_threads_;  // joined by the destructor
   size_t proposed_since_ready_ = 0;
+  // Envelopes for each peer from one round of events, sent together at the end of the round: a
+  // peer's sender wakes once per round (and the batch carries the proposals, accepted
+  // forwards and commits of the round in one write) rather than once per message.
+  std::map<MemberId, std::vector<internal::PeerEnvelope>> outbox_;
   std::string last_trace_line_;
   absl::Time next_tick_;
 

@@ -277,6 +277,13 @@ class StreamState final : public pipeline::SessionSink,
     }
   }
 
+  // The apply batch this stream waited for is done.
+  void WriteBatched() {
+    absl::MutexLock lock(&mu_);
+    write_after_batch_ = false;
+    MaybeWriteLocked();
+  }
+
   void OnWriteDone(bool ok) {
     bool finish;
     {
@@ -526,6 +533,7 @@ class StreamState final : public pipeline::SessionSink,
   std::deque<v1::SessionResponse> outbox_ ABSL_GUARDED_BY(mu_);
   v1::ServerMessage writing_ ABSL_GUARDED_BY(mu_);
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_after_batch_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_ended_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
@@ -563,6 +571,14 @@ class SessionReactor final : public grpc::ServerBidiReactor<v1::ClientMessage, v
 
 void StreamState::MaybeWriteLocked() {
   if (write_in_flight_ || outbox_.empty() || reactor_ == nullptr || finished_ || broken_) return;
+  if (Replica::ApplyingBatch()) {
+    // More answers of the batch being applied may follow: they leave in the same write.
+    if (!write_after_batch_) {
+      write_after_batch_ = true;
+      service_->WriteAfterBatch(shared_from_this());
+    }
+    return;
+  }
   writing_.Clear();
   size_t bytes = 0;
   while (!outbox_.empty() && writing_.responses_size() < kWriteBatchMessagesMax &&
@@ -617,6 +633,20 @@ void CoordinationService::Forget(StreamState* stream) {
   }
 }
 
+void CoordinationService::WriteAfterBatch(std::shared_ptr<StreamState> stream) {
+  absl::MutexLock lock(&batched_mu_);
+  batched_.push_back(std::move(stream));
+}
+
+void CoordinationService::WriteBatched() {
+  std::vector<std::shared_ptr<StreamState>> streams;
+  {
+    absl::MutexLock lock(&batched_mu_);
+    streams.swap(batched_);
+  }
+  for (const std::shared_ptr<StreamState>& stream : streams) stream->WriteBatched();
+}
+
 bool CoordinationService::Enter() {
   absl::MutexLock lock(&streams_mu_);
   if (closing_) return false;
@@ -637,9 +667,13 @@ CoordinationService::CoordinationService(pipeline::Replica* replica, ServerInfo 
                               "this member stopped serving (it lost its leader or quorum); "
                               "resume the session on another member"));
   });
+  replica_->SetAppliedListener([this] { WriteBatched(); });
 }
 
-CoordinationService::~CoordinationService() { replica_->SetServingListener(nullptr); }
+CoordinationService::~CoordinationService() {
+  replica_->SetServingListener(nullptr);
+  replica_->SetAppliedListener(nullptr);
+}
 
 void CoordinationService::CloseStreams(const grpc::Status& status) {
   std::vector<std::shared_ptr<StreamState>> streams;

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
@@ -80,6 +81,9 @@ class CoordinationService final : public v1::Coordination::CallbackService {
  private:
   friend class StreamState;
   void Forget(StreamState* stream);
+  // A stream with answers queued during an apply batch; written once the batch is applied.
+  void WriteAfterBatch(std::shared_ptr<StreamState> stream);
+  void WriteBatched();
   void CloseStreams(const grpc::Status& status);
 
   pipeline::Replica* replica_;
@@ -89,6 +93,8 @@ class CoordinationService final : public v1::Coordination::CallbackService {
   bool closing_ ABSL_GUARDED_BY(streams_mu_) = false;
   int unary_in_flight_ ABSL_GUARDED_BY(streams_mu_) = 0;
   std::string address_ ABSL_GUARDED_BY(streams_mu_);
+  absl::Mutex batched_mu_;  // taken under a stream's lock
+  std::vector<std::shared_ptr<StreamState>> batched_ ABSL_GUARDED_BY(batched_mu_);
 };
 
 }  // namespace confab::rpc

@@ -73,20 +73,22 @@ class PeerTransport::Link {
     if (thread_.joinable()) thread_.join();
   }
 
-  void Send(internal::PeerEnvelope envelope) {
-    const size_t bytes = envelope.ByteSizeLong();
+  void Send(std::vector<internal::PeerEnvelope> envelopes) {
     absl::MutexLock lock(&mu_);
     if (stopping_) return;
-    if (queue_.size() >= kQueueEnvelopesMax || queue_bytes_ + bytes > kQueueBytesMax) {
-      if (dropped_++ % 10'000 == 0) {
-        spdlog::warn("peer {} ({}) is not taking messages; dropping what is queued for it",
-                     peer_.id.value(), peer_.address);
+    for (internal::PeerEnvelope& envelope : envelopes) {
+      const size_t bytes = envelope.ByteSizeLong();
+      if (queue_.size() >= kQueueEnvelopesMax || queue_bytes_ + bytes > kQueueBytesMax) {
+        if (dropped_++ % 10'000 == 0) {
+          spdlog::warn("peer {} ({}) is not taking messages; dropping what is queued for it",
+                       peer_.id.value(), peer_.address);
+        }
+        queue_.clear();
+        queue_bytes_ = 0;
       }
-      queue_.clear();
-      queue_bytes_ = 0;
+      queue_bytes_ += bytes;
+      queue_.push_back(std::move(envelope));
     }
-    queue_bytes_ += bytes;
-    queue_.push_back(std::move(envelope));
   }
 
   absl::Status FetchSnapshot(Zxid zxid, const std::string& path) {
@@ -343,8 +345,8 @@ void PeerTransport::Stop() {
   if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
 }
 
-void PeerTransport::Send(MemberId to, internal::PeerEnvelope envelope) {
-  if (Link* link = LinkTo(to); link != nullptr) link->Send(std::move(envelope));
+void PeerTransport::Send(MemberId to, std::vector<internal::PeerEnvelope> envelopes) {
+  if (Link* link = LinkTo(to); link != nullptr) link->Send(std::move(envelopes));
 }
 
 absl::Status PeerTransport::FetchSnapshot(MemberId from, Zxid zxid, const std::string& path) {

@@ -65,7 +65,7 @@ class PeerTransport final : public pipeline::PeerNetwork {
   void Stop();
 
   // pipeline::PeerNetwork.
-  void Send(MemberId to, internal::PeerEnvelope envelope) override;
+  void Send(MemberId to, std::vector<internal::PeerEnvelope> envelopes) override;
   absl::Status FetchSnapshot(MemberId from, Zxid zxid, const std::string& path) override;
   std::vector<pipeline::PeerLinkStatus> Links() const override;
 

@@ -28,6 +28,15 @@ LogWriter::~LogWriter() { Stop(); }
 
 void LogWriter::Enqueue(Zxid zxid, std::string payload) {
   absl::MutexLock lock(&mu_);
+  EnqueueLocked(zxid, std::move(payload));
+}
+
+void LogWriter::Enqueue(std::vector<std::pair<Zxid, std::string>> records) {
+  absl::MutexLock lock(&mu_);
+  for (auto& [zxid, payload] : records) EnqueueLocked(zxid, std::move(payload));
+}
+
+void LogWriter::EnqueueLocked(Zxid zxid, std::string payload) {
   // Nothing enqueued now can be reported durable: the record is dropped, never acknowledged.
   if (failed_ || stopping_) return;
   CONFAB_CHECK(zxid > enqueued_, "enqueued zxid ", zxid.ToString(), " after ",

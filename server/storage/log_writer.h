@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -48,6 +49,10 @@ class LogWriter {
   // Thread-safe. Records must be enqueued in zxid order (the caller assigns zxids under the same
   // lock it enqueues with).
   void Enqueue(Zxid zxid, std::string payload);
+  // The same for several records at once, under one lock: the writer thread is woken once and
+  // takes them into the same batch (enqueued one by one, the first would wake it and be made
+  // durable alone while the others wait for the next fsync).
+  void Enqueue(std::vector<std::pair<Zxid, std::string>> records);
   // Blocks until everything enqueued so far is durable (or the writer failed).
   void Flush();
   // Flushes, then ends the thread. Idempotent.
@@ -71,6 +76,7 @@ class LogWriter {
 
  private:
   void Run();
+  void EnqueueLocked(Zxid zxid, std::string payload) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   std::unique_ptr<TxnLog> log_;
   DurableCallback on_durable_;

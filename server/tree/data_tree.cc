@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
@@ -139,7 +140,26 @@ struct DataTree::Undo {
   std::optional<std::string> data;  // nullopt: the change kept the data, restore only the stat
 };
 
-DataTree::DataTree() { PutNode("/", Stat{}, std::string()); }
+NodeEntry::NodeEntry(absl::string_view path, const Stat& node_stat, absl::string_view data,
+                     uint64_t made_in)
+    : stat(node_stat),
+      generation(made_in),
+      bytes_(new char[path.size() + data.size()]),
+      path_size_(static_cast<uint32_t>(path.size())),
+      data_size_(static_cast<uint32_t>(data.size())) {
+  std::memcpy(bytes_.get(), path.data(), path.size());
+  if (!data.empty()) std::memcpy(bytes_.get() + path.size(), data.data(), data.size());
+}
+
+void NodeEntry::SetData(absl::string_view data) {
+  std::unique_ptr<char[]> bytes(new char[path_size_ + data.size()]);
+  std::memcpy(bytes.get(), bytes_.get(), path_size_);
+  if (!data.empty()) std::memcpy(bytes.get() + path_size_, data.data(), data.size());
+  bytes_ = std::move(bytes);
+  data_size_ = static_cast<uint32_t>(data.size());
+}
+
+DataTree::DataTree() { PutNode("/", Stat{}, absl::string_view()); }
 
 // ---- Apply ---------------------------------------------------------------------------------
 
@@ -401,11 +421,11 @@ absl::Status DataTree::ApplyCloseSession(Zxid zxid, const internal::CloseSession
 
 const NodeEntry* DataTree::Find(absl::string_view path) const {
   auto it = index_.find(path);
-  return it == index_.end() ? nullptr : &*it->second;
+  return it == index_.end() ? nullptr : &**it;
 }
 
-void DataTree::Write(absl::string_view path, const Stat& stat, std::optional<std::string> data,
-                     UndoLog* undo) {
+void DataTree::Write(absl::string_view path, const Stat& stat,
+                     std::optional<absl::string_view> data, UndoLog* undo) {
   if (undo != nullptr) {
     const NodeEntry* old = Find(path);
     Undo& u = undo->emplace_back();
@@ -413,17 +433,17 @@ void DataTree::Write(absl::string_view path, const Stat& stat, std::optional<std
     if (old != nullptr) {
       u.existed = true;
       u.stat = old->stat;
-      if (data.has_value()) u.data = old->data;
+      if (data.has_value()) u.data = std::string(old->data());
     }
   }
-  PutNode(path, stat, std::move(data));
+  PutNode(path, stat, data);
 }
 
 void DataTree::Remove(absl::string_view path, UndoLog* undo) {
   if (undo != nullptr) {
     const NodeEntry* old = Find(path);
     CONFAB_CHECK(old != nullptr, "removing missing node ", path);
-    undo->push_back(Undo{std::string(path), true, old->stat, old->data});
+    undo->push_back(Undo{std::string(path), true, old->stat, std::string(old->data())});
   }
   EraseNode(path);
 }
@@ -431,7 +451,7 @@ void DataTree::Remove(absl::string_view path, UndoLog* undo) {
 void DataTree::Rollback(UndoLog* undo) {
   for (auto it = undo->rbegin(); it != undo->rend(); ++it) {
     if (it->existed) {
-      PutNode(it->path, it->stat, std::move(it->data));
+      PutNode(it->path, it->stat, it->data);
     } else {
       EraseNode(it->path);
     }
@@ -443,83 +463,75 @@ bool DataTree::IsPinned(const NodeEntry& entry) const {
   return snapshot_pinned_ && entry.generation < generation_;
 }
 
-void DataTree::PutNode(absl::string_view path, const Stat& stat, std::optional<std::string> data) {
+void DataTree::PutNode(absl::string_view path, const Stat& stat,
+                       std::optional<absl::string_view> data) {
   auto found = index_.find(path);
   if (found == index_.end()) {
     CONFAB_CHECK(data.has_value(), "stat-only change of missing node ", path);
-    NodeEntry& entry = nodes_.emplace_back();
-    entry.path = std::string(path);
-    entry.stat = stat;
-    entry.data = std::move(*data);
-    entry.generation = generation_;
-    index_.emplace(entry.path, std::prev(nodes_.end()));
-    if (entry.path != "/") {
-      children_[ParentPath(entry.path)].insert(std::string(BaseName(entry.path)));
+    NodeEntry& entry = nodes_.emplace_back(path, stat, *data, generation_);
+    index_.insert(std::prev(nodes_.end()));
+    if (entry.path() != "/") {
+      children_[ParentPath(entry.path())].insert(std::string(BaseName(entry.path())));
     }
     if (stat.ephemeral_owner != 0) {
-      ephemerals_[SessionId(stat.ephemeral_owner)].insert(entry.path);
+      ephemerals_[SessionId(stat.ephemeral_owner)].insert(std::string(entry.path()));
     }
-    digest_ += NodeHash(entry.path, entry.stat, entry.data);
-    approximate_bytes_ += NodeBytes(entry.path, entry.data);
+    digest_ += NodeHash(entry.path(), entry.stat, entry.data());
+    approximate_bytes_ += NodeBytes(entry.path(), entry.data());
     return;
   }
 
-  NodeList::iterator old = found->second;
-  digest_ -= NodeHash(old->path, old->stat, old->data);
-  approximate_bytes_ -= NodeBytes(old->path, old->data);
+  NodeList::iterator old = *found;
+  digest_ -= NodeHash(old->path(), old->stat, old->data());
+  approximate_bytes_ -= NodeBytes(old->path(), old->data());
   if (old->stat.ephemeral_owner != stat.ephemeral_owner) {
     if (old->stat.ephemeral_owner != 0) {
       auto owned = ephemerals_.find(SessionId(old->stat.ephemeral_owner));
-      owned->second.erase(old->path);
+      owned->second.erase(std::string(old->path()));
       if (owned->second.empty()) ephemerals_.erase(owned);
     }
     if (stat.ephemeral_owner != 0) {
-      ephemerals_[SessionId(stat.ephemeral_owner)].insert(old->path);
+      ephemerals_[SessionId(stat.ephemeral_owner)].insert(std::string(old->path()));
     }
   }
 
   NodeList::iterator current = old;
   if (IsPinned(*old)) {
     // The pinned image keeps the old entry; the current state continues in a copy.
-    NodeEntry& copy = nodes_.emplace_back();
-    copy.path = old->path;
-    copy.data = data.has_value() ? std::move(*data) : old->data;
-    copy.generation = generation_;
+    nodes_.emplace_back(old->path(), stat, data.value_or(old->data()), generation_);
     current = std::prev(nodes_.end());
-    old->active = false;
     retired_.push_back(old);
     index_.erase(found);
-    index_.emplace(copy.path, current);
+    index_.insert(current);
   } else if (data.has_value()) {
-    old->data = std::move(*data);
+    old->SetData(*data);
   }
   current->stat = stat;
-  digest_ += NodeHash(current->path, current->stat, current->data);
-  approximate_bytes_ += NodeBytes(current->path, current->data);
+  digest_ += NodeHash(current->path(), current->stat, current->data());
+  approximate_bytes_ += NodeBytes(current->path(), current->data());
 }
 
 void DataTree::EraseNode(absl::string_view path) {
   auto found = index_.find(path);
   CONFAB_CHECK(found != index_.end(), "erasing missing node ", path);
-  NodeList::iterator entry = found->second;
-  CONFAB_CHECK(entry->path != "/", "erasing the root node");
-  CONFAB_CHECK(!children_.contains(entry->path), "erasing node ", entry->path,
+  NodeList::iterator entry = *found;
+  CONFAB_CHECK(entry->path() != "/", "erasing the root node");
+  CONFAB_CHECK(!children_.contains(entry->path()), "erasing node ", entry->path(),
                " which has children");
-  digest_ -= NodeHash(entry->path, entry->stat, entry->data);
-  approximate_bytes_ -= NodeBytes(entry->path, entry->data);
-  auto siblings = children_.find(ParentPath(entry->path));
-  CONFAB_CHECK(siblings != children_.end(), "node ", entry->path, " missing from its parent");
-  siblings->second.erase(std::string(BaseName(entry->path)));
+  digest_ -= NodeHash(entry->path(), entry->stat, entry->data());
+  approximate_bytes_ -= NodeBytes(entry->path(), entry->data());
+  auto siblings = children_.find(ParentPath(entry->path()));
+  CONFAB_CHECK(siblings != children_.end(), "node ", entry->path(), " missing from its parent");
+  siblings->second.erase(std::string(BaseName(entry->path())));
   if (siblings->second.empty()) children_.erase(siblings);
   if (entry->stat.ephemeral_owner != 0) {
     auto owned = ephemerals_.find(SessionId(entry->stat.ephemeral_owner));
-    CONFAB_CHECK(owned != ephemerals_.end(), "ephemeral ", entry->path, " missing from owner");
-    owned->second.erase(entry->path);
+    CONFAB_CHECK(owned != ephemerals_.end(), "ephemeral ", entry->path(), " missing from owner");
+    owned->second.erase(std::string(entry->path()));
     if (owned->second.empty()) ephemerals_.erase(owned);
   }
   index_.erase(found);
   if (IsPinned(*entry)) {
-    entry->active = false;
     retired_.push_back(entry);
   } else {
     nodes_.erase(entry);
@@ -546,7 +558,9 @@ void DataTree::EraseSession(SessionId id) {
 
 uint64_t DataTree::ComputeDigest() const {
   uint64_t digest = 0;
-  for (const auto& [path, entry] : index_) digest += NodeHash(path, entry->stat, entry->data);
+  for (NodeList::iterator entry : index_) {
+    digest += NodeHash(entry->path(), entry->stat, entry->data());
+  }
   for (const auto& [id, timeout_ms] : sessions_) digest += SessionHash(id, timeout_ms);
   return digest;
 }
@@ -556,7 +570,7 @@ uint64_t DataTree::ComputeDigest() const {
 absl::StatusOr<NodeRead> DataTree::Get(absl::string_view path) const {
   const NodeEntry* node = Find(path);
   if (node == nullptr) return NoNode(path);
-  return NodeRead{node->data, node->stat};
+  return NodeRead{std::string(node->data()), node->stat};
 }
 
 absl::StatusOr<Stat> DataTree::GetStat(absl::string_view path) const {
@@ -628,7 +642,7 @@ bool DataTree::NextSnapshotChunk(SnapshotCursor* cursor, size_t max_nodes,
   CONFAB_CHECK(cursor->node_count_ == pinned_count_);
   for (size_t n = 0; n < max_nodes && cursor->visited_ < cursor->node_count_; ++n) {
     const NodeEntry& entry = *cursor->next_;
-    visit(entry.path, entry.stat, entry.data);
+    visit(entry.path(), entry.stat, entry.data());
     // Advance only onto pinned entries: what follows the last one may be erased meanwhile.
     if (++cursor->visited_ < cursor->node_count_) ++cursor->next_;
   }
@@ -661,7 +675,7 @@ absl::Status DataTree::LoadNode(absl::string_view path, const Stat& stat, absl::
   if (path != "/" && Find(path) != nullptr) {
     return MakeError(v1::INTERNAL, absl::StrCat("snapshot holds node ", path, " twice"));
   }
-  PutNode(path, stat, std::string(data));
+  PutNode(path, stat, data);
   return absl::OkStatus();
 }
 
@@ -683,28 +697,28 @@ absl::Status DataTree::FinishLoad(Zxid zxid, uint64_t expected_digest) {
   // it should (the root cause of most other disagreements), then the counts. Load order makes
   // the first error reported stable.
   for (const NodeEntry& entry : nodes_) {
-    if (entry.path != "/" && Find(ParentPath(entry.path)) == nullptr) {
-      return MakeError(v1::INTERNAL, absl::StrCat("snapshot node ", entry.path, " has no parent ",
-                                                  ParentPath(entry.path)));
+    if (entry.path() != "/" && Find(ParentPath(entry.path())) == nullptr) {
+      return MakeError(v1::INTERNAL, absl::StrCat("snapshot node ", entry.path(), " has no parent ",
+                                                  ParentPath(entry.path())));
     }
     const SessionId owner(entry.stat.ephemeral_owner);
     if (!owner.IsNone() && !HasSession(owner)) {
       return MakeError(v1::INTERNAL,
-                       absl::StrCat("snapshot node ", entry.path, " is owned by session ",
+                       absl::StrCat("snapshot node ", entry.path(), " is owned by session ",
                                     owner.ToString(), " which is not in the snapshot"));
     }
   }
   for (const NodeEntry& entry : nodes_) {
-    auto children = children_.find(entry.path);
+    auto children = children_.find(entry.path());
     const size_t child_count = children == children_.end() ? 0 : children->second.size();
     if (entry.stat.num_children < 0 ||
         static_cast<size_t>(entry.stat.num_children) != child_count) {
       return MakeError(v1::INTERNAL,
-                       absl::StrCat("snapshot node ", entry.path, " has num_children ",
+                       absl::StrCat("snapshot node ", entry.path(), " has num_children ",
                                     entry.stat.num_children, " but ", child_count, " children"));
     }
     if (entry.stat.ephemeral_owner != 0 && child_count != 0) {
-      return MakeError(v1::INTERNAL, absl::StrCat("snapshot node ", entry.path,
+      return MakeError(v1::INTERNAL, absl::StrCat("snapshot node ", entry.path(),
                                                   " is ephemeral but has children"));
     }
   }

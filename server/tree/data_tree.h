@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <list>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -23,6 +24,8 @@
 
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -50,14 +53,29 @@ struct SessionInfo {
   bool operator==(const SessionInfo&) const = default;
 };
 
-struct NodeEntry {
-  std::string path;
+// One node. Its path and data share one allocation: most of a node's memory is its data, and one
+// block instead of two strings saves an allocation header and two string objects per node.
+class NodeEntry {
+ public:
+  NodeEntry(absl::string_view path, const Stat& node_stat, absl::string_view data,
+            uint64_t made_in);
+
+  absl::string_view path() const { return absl::string_view(bytes_.get(), path_size_); }
+  absl::string_view data() const {
+    return absl::string_view(bytes_.get() + path_size_, data_size_);
+  }
+  // Replaces the data, keeping the path.
+  void SetData(absl::string_view data);
+
   Stat stat;
-  std::string data;
-  bool active = true;  // false: replaced or deleted while a snapshot pinned it
   // The snapshot generation the entry was made in: entries older than the pinned generation
   // belong to the pinned image and are copied, never changed in place; newer ones are not.
   uint64_t generation = 0;
+
+ private:
+  std::unique_ptr<char[]> bytes_;  // the path, then the data
+  uint32_t path_size_ = 0;
+  uint32_t data_size_ = 0;
 };
 
 // The pinned image of a snapshot in progress.
@@ -163,22 +181,39 @@ class DataTree {
 
   const NodeEntry* Find(absl::string_view path) const;
   // Write/Remove record the previous state in `undo` (if not null), then call the primitives.
-  void Write(absl::string_view path, const Stat& stat, std::optional<std::string> data,
+  void Write(absl::string_view path, const Stat& stat, std::optional<absl::string_view> data,
              UndoLog* undo);
   void Remove(absl::string_view path, UndoLog* undo);
   void Rollback(UndoLog* undo);
   // The primitives every change goes through; they keep children, ephemerals, digest and
   // approximate_bytes right and copy-on-write while a snapshot is pinned. `data` nullopt keeps
   // the data of the existing node (a stat-only change need not copy it).
-  void PutNode(absl::string_view path, const Stat& stat, std::optional<std::string> data);
+  void PutNode(absl::string_view path, const Stat& stat, std::optional<absl::string_view> data);
   void EraseNode(absl::string_view path);
   void PutSession(SessionId id, int32_t timeout_ms);
   void EraseSession(SessionId id);
   bool IsPinned(const NodeEntry& entry) const;
   uint64_t ComputeDigest() const;  // from scratch, to check the incremental one
 
+  // Index entries are hashed and compared by their node's path, so the index holds only the
+  // position in nodes_ (8 bytes a node) and is looked up by any string_view.
+  struct PathHash {
+    using is_transparent = void;
+    size_t operator()(absl::string_view path) const { return absl::HashOf(path); }
+    size_t operator()(NodeList::const_iterator entry) const { return absl::HashOf(entry->path()); }
+  };
+  struct PathEq {
+    using is_transparent = void;
+    static absl::string_view PathOf(absl::string_view path) { return path; }
+    static absl::string_view PathOf(NodeList::const_iterator entry) { return entry->path(); }
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      return PathOf(a) == PathOf(b);
+    }
+  };
+
   NodeList nodes_;
-  absl::flat_hash_map<absl::string_view, NodeList::iterator> index_;  // keys view into nodes_
+  absl::flat_hash_set<NodeList::iterator, PathHash, PathEq> index_;
   absl::flat_hash_map<std::string, absl::btree_set<std::string>> children_;  // only non-empty
   absl::flat_hash_map<SessionId, int32_t> sessions_;
   absl::flat_hash_map<SessionId, absl::btree_set<std::string>> ephemerals_;  // only non-empty

@@ -9,7 +9,9 @@
 #define CONFAB_SERVER_WATCHES_CHANGE_HISTORY_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <deque>
+#include <string>
 #include <vector>
 
 #include "absl/strings/string_view.h"
@@ -36,16 +38,33 @@ class ChangeHistory {
 
   // Every change after this zxid is remembered.
   Zxid covered_after() const { return covered_after_; }
-  size_t size() const { return changes_.size(); }
+  size_t size() const { return size_; }
 
  private:
+  // Changes are kept in blocks, each with the paths of its changes in one string: 16 bytes per
+  // change plus its path's bytes, instead of a string object and an allocation per change (with
+  // the default capacity, the history is the largest thing a member holds after its nodes).
+  static constexpr size_t kBlockChanges = 4096;
+  static constexpr size_t kBlockPathBytesMax = size_t{1} << 30;  // offsets fit 32 bits
   struct Change {
     Zxid zxid;
-    tree::WatchTrigger trigger;
+    uint32_t path_end;  // the end of its path in the block's paths; it starts where the last ended
+    v1::EventType type;
   };
+  struct Block {
+    std::vector<Change> changes;
+    std::string paths;
+    absl::string_view PathOf(size_t i) const {
+      const uint32_t begin = i == 0 ? 0 : changes[i - 1].path_end;
+      return absl::string_view(paths).substr(begin, changes[i].path_end - begin);
+    }
+  };
+
   size_t capacity_;
   Zxid covered_after_;
-  std::deque<Change> changes_;
+  std::deque<Block> blocks_;
+  size_t first_ = 0;  // the first change of blocks_.front() still remembered
+  size_t size_ = 0;
 };
 
 }  // namespace confab::watches

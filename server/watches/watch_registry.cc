@@ -19,18 +19,18 @@ int KindIndex(v1::WatchKind kind) {
 
 }  // namespace
 
-bool Matches(v1::WatchKind kind, absl::string_view watch_path, const tree::WatchTrigger& trigger) {
-  const bool at_path = trigger.path == watch_path;
+bool Matches(v1::WatchKind kind, absl::string_view watch_path, v1::EventType type,
+             absl::string_view changed_path) {
+  const bool at_path = changed_path == watch_path;
   switch (kind) {
     case v1::DATA_WATCH:
-      return at_path && trigger.type != v1::NODE_CHILDREN_CHANGED;
+      return at_path && type != v1::NODE_CHILDREN_CHANGED;
     case v1::CHILD_WATCH:
-      return at_path &&
-             (trigger.type == v1::NODE_CHILDREN_CHANGED || trigger.type == v1::NODE_DELETED);
+      return at_path && (type == v1::NODE_CHILDREN_CHANGED || type == v1::NODE_DELETED);
     case v1::PERSISTENT_WATCH:
       return at_path;
     case v1::PERSISTENT_RECURSIVE_WATCH:
-      return trigger.type != v1::NODE_CHILDREN_CHANGED && IsInSubtree(trigger.path, watch_path);
+      return type != v1::NODE_CHILDREN_CHANGED && IsInSubtree(changed_path, watch_path);
     default:
       return false;
   }

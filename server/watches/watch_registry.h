@@ -27,9 +27,11 @@
 
 namespace confab::watches {
 
-// True if a watch of `kind` on `watch_path` is told of `trigger` (the semantics above). The
+// True if a watch of `kind` on `watch_path` is told of a change of `type` at `changed_path` (the
+// semantics above). The
 // registry's table lookups and the change history's replay both follow it.
-bool Matches(v1::WatchKind kind, absl::string_view watch_path, const tree::WatchTrigger& trigger);
+bool Matches(v1::WatchKind kind, absl::string_view watch_path, v1::EventType type,
+             absl::string_view changed_path);
 
 struct Delivery {
   SessionId session;

@@ -69,6 +69,42 @@ TEST(ChangeHistoryTest, SaysWhenItNoLongerReachesBack) {
   EXPECT_TRUE(fresh.Since(Zxid(2, 7), "/a", v1::PERSISTENT_WATCH, &events));
 }
 
+// Changes are stored in blocks of a few thousand: forgetting and replaying across their
+// boundaries gives exactly the newest `capacity` changes, in order.
+TEST(ChangeHistoryTest, KeepsExactlyTheNewestChangesAcrossManyBlocks) {
+  constexpr uint32_t kRecorded = 20'000;
+  constexpr size_t kCapacity = 9'999;
+  ChangeHistory history(kCapacity, Zxid(1, 0));
+  for (uint32_t i = 1; i <= kRecorded; ++i) {
+    history.Record(Zxid(1, i),
+                   T(v1::NODE_DATA_CHANGED, i % 2 == 0 ? "/even" : "/odd/" + std::to_string(i)));
+  }
+  EXPECT_EQ(history.size(), kCapacity);
+  const uint32_t oldest = kRecorded - kCapacity + 1;
+  EXPECT_EQ(history.covered_after(), Zxid(1, oldest - 1));
+
+  std::vector<v1::WatchEvent> events;
+  EXPECT_TRUE(history.Since(history.covered_after(), "/", v1::PERSISTENT_RECURSIVE_WATCH, &events));
+  ASSERT_EQ(events.size(), kCapacity);
+  for (size_t i = 0; i < events.size(); ++i) {
+    const uint32_t counter = oldest + static_cast<uint32_t>(i);
+    EXPECT_EQ(events[i].zxid(), Zxid(1, counter).ToInt());
+    EXPECT_EQ(events[i].path(), counter % 2 == 0 ? "/even" : "/odd/" + std::to_string(counter));
+  }
+
+  events.clear();
+  EXPECT_TRUE(history.Since(Zxid(1, 15'000), "/even", v1::PERSISTENT_WATCH, &events));
+  ASSERT_EQ(events.size(), 2'500u);
+  EXPECT_EQ(events.front().zxid(), Zxid(1, 15'002).ToInt());
+  events.clear();
+  EXPECT_TRUE(history.Since(Zxid(1, 12'345), "/odd/12347", v1::DATA_WATCH, &events));
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].zxid(), Zxid(1, 12'347).ToInt());
+  events.clear();
+  EXPECT_FALSE(history.Since(Zxid(1, 5), "/even", v1::PERSISTENT_WATCH, &events));
+  EXPECT_EQ(events.size(), kCapacity / 2 + 1);
+}
+
 // Matches() is what replay uses; the registry's lookups are what live delivery uses. They must
 // agree on every trigger, or a resumed watch would see different events than a live one.
 TEST(ChangeHistoryTest, MatchesAgreesWithTheRegistry) {
@@ -85,7 +121,7 @@ TEST(ChangeHistoryTest, MatchesAgreesWithTheRegistry) {
           registry.Add(SessionId(1), watch_path, kind);
           std::vector<Delivery> out;
           registry.Trigger(T(type, path), Zxid(1, 1), &out);
-          EXPECT_EQ(!out.empty(), Matches(kind, watch_path, T(type, path)))
+          EXPECT_EQ(!out.empty(), Matches(kind, watch_path, type, path))
               << v1::WatchKind_Name(kind) << " on " << watch_path << ", "
               << v1::EventType_Name(type) << " at " << path;
         }
