@@ -264,6 +264,7 @@ void Replicator::Run() {
       inbox = std::exchange(inbox_, Inbox{});
     }
     Process(std::move(inbox));
+    AskLeadershipConfirmation();
     const absl::Time now = absl::Now();
     if (now >= next_tick_) {
       member_->Tick();
@@ -325,15 +326,19 @@ void Replicator::OnEnvelope(MemberId from, internal::PeerEnvelope& envelope) {
       return;
     }
     case internal::PeerEnvelope::kSync: {
+      if (member_->role() == zab::Role::kLeading && member_->serving()) {
+        LeaderBarrier barrier;
+        barrier.target = member_->committed();
+        barrier.origin = from;
+        barrier.seq = envelope.sync().seq();
+        leader_barriers_.push_back(std::move(barrier));
+        return;
+      }
       internal::PeerEnvelope reply;
       reply.mutable_sync_reply()->set_seq(envelope.sync().seq());
-      if (member_->role() == zab::Role::kLeading && member_->serving()) {
-        reply.mutable_sync_reply()->set_committed_zxid(member_->committed().ToInt());
-      } else {
-        ToProto(MakeError(v1::UNAVAILABLE,
-                          absl::StrCat("member ", options_.self.value(), " is not the leader")),
-                reply.mutable_sync_reply()->mutable_error());
-      }
+      ToProto(MakeError(v1::UNAVAILABLE,
+                        absl::StrCat("member ", options_.self.value(), " is not the leader")),
+              reply.mutable_sync_reply()->mutable_error());
       Send(from, std::move(reply));
       return;
     }
@@ -418,7 +423,10 @@ void Replicator::ProposeForwarded(MemberId from, const internal::ForwardWrite& f
 
 void Replicator::BarrierLocal(BarrierDone done) {
   if (member_->role() == zab::Role::kLeading && member_->serving()) {
-    std::move(done)(member_->committed());
+    LeaderBarrier barrier;
+    barrier.target = member_->committed();
+    barrier.done = std::move(done);
+    leader_barriers_.push_back(std::move(barrier));
     return;
   }
   if (member_->role() == zab::Role::kFollowing && member_->serving()) {
@@ -432,6 +440,52 @@ void Replicator::BarrierLocal(BarrierDone done) {
   std::move(done)(
       MakeError(v1::UNAVAILABLE, absl::StrCat("member ", options_.self.value(), " is not serving (",
                                               RoleName(member_->role()), "); retry")));
+}
+
+void Replicator::AskLeadershipConfirmation() {
+  // One round for every barrier that arrived since the last: a quorum confirming it proves this
+  // member still led after they arrived, so the commit zxid taken then covers every write
+  // acknowledged before them, whoever acknowledged it.
+  if (leader_barriers_.empty() || leader_barriers_.back().round != 0) return;
+  absl::StatusOr<uint64_t> round = member_->ConfirmLeadership();
+  if (!round.ok()) {
+    FailLeaderBarriers("the leader is no longer serving");
+    return;
+  }
+  for (auto it = leader_barriers_.rbegin(); it != leader_barriers_.rend() && it->round == 0; ++it) {
+    it->round = *round;
+  }
+}
+
+void Replicator::ReleaseLeaderBarriers(uint64_t confirmed) {
+  while (!leader_barriers_.empty() && leader_barriers_.front().round != 0 &&
+         leader_barriers_.front().round <= confirmed) {
+    LeaderBarrier barrier = std::move(leader_barriers_.front());
+    leader_barriers_.pop_front();
+    if (barrier.done) {
+      std::move(barrier.done)(barrier.target);
+      continue;
+    }
+    internal::PeerEnvelope reply;
+    reply.mutable_sync_reply()->set_seq(barrier.seq);
+    reply.mutable_sync_reply()->set_committed_zxid(barrier.target.ToInt());
+    Send(barrier.origin, std::move(reply));
+  }
+}
+
+void Replicator::FailLeaderBarriers(absl::string_view why) {
+  const absl::Status error = MakeError(v1::UNAVAILABLE, why);
+  for (LeaderBarrier& barrier : leader_barriers_) {
+    if (barrier.done) {
+      std::move(barrier.done)(error);
+      continue;
+    }
+    internal::PeerEnvelope reply;
+    reply.mutable_sync_reply()->set_seq(barrier.seq);
+    ToProto(error, reply.mutable_sync_reply()->mutable_error());
+    Send(barrier.origin, std::move(reply));
+  }
+  leader_barriers_.clear();
 }
 
 void Replicator::ExpireForwarded() {
@@ -578,8 +632,9 @@ void Replicator::Execute(zab::Ready& ready) {
     *envelope.mutable_zab() = std::move(message);
     Send(to, std::move(envelope));
   }
-  // 3. Apply.
+  // 3. Apply; Syncs whose leadership round a quorum confirmed may be answered.
   if (ready.commit_through) CommitThrough(*ready.commit_through);
+  if (ready.leadership_confirmed) ReleaseLeaderBarriers(*ready.leadership_confirmed);
   // 4. Role.
   if (ready.role) OnRole(*ready.role);
 }
@@ -646,6 +701,7 @@ void Replicator::FailInFlight(absl::string_view why) {
     std::move(barrier.done)(MakeError(v1::UNAVAILABLE, "the leader went away; retry the Sync"));
   }
   barriers_.clear();
+  FailLeaderBarriers("this member stopped leading before its leadership was confirmed; retry");
 }
 
 void Replicator::Send(MemberId to, internal::PeerEnvelope envelope) {

@@ -112,7 +112,9 @@ class Replicator {
   // Any thread. `done` runs exactly once: from StateMachine apply (via the CommittedEntry) once
   // the write is applied here, or with UNAVAILABLE (not serving, outcome unknown, stopping).
   void Propose(internal::Txn txn, WriteDone done);
-  // Any thread. The leader's commit zxid as of now (from the leader, for a follower).
+  // Any thread. The leader's commit zxid as of now (asked of the leader by a follower), given
+  // once a quorum has confirmed that the leader still leads (so a deposed leader that has not
+  // noticed yet never answers with a stale zxid).
   void Barrier(BarrierDone done);
   // A batch from a peer (transport threads).
   void Receive(internal::PeerBatch batch);
@@ -169,6 +171,16 @@ class Replicator {
     BarrierDone done;
     absl::Time sent;
   };
+  // A Sync on the leader: answered with `target` (the commit zxid when it arrived) once a quorum
+  // confirmed leadership round `round` (0: not asked yet), to `done` (local) or to the follower
+  // `origin` that sent Sync `seq`.
+  struct LeaderBarrier {
+    uint64_t round = 0;
+    Zxid target;
+    BarrierDone done;
+    MemberId origin;
+    uint64_t seq = 0;
+  };
   struct FetchedSnapshot {
     Zxid zxid;
     std::string path;
@@ -199,6 +211,9 @@ class Replicator {
   // Wraps a client's completion so that Stop() knows when nothing is in flight.
   WriteDone Tracked(WriteDone done);
   void BarrierLocal(BarrierDone done);
+  void AskLeadershipConfirmation();
+  void ReleaseLeaderBarriers(uint64_t confirmed);
+  void FailLeaderBarriers(absl::string_view why);
   void InstallFetched(FetchedSnapshot fetched);
   void ExpireForwarded();
   // Carries out Readys until the core has nothing more to do.
@@ -232,6 +247,7 @@ class Replicator {
   std::map<Zxid, LocalWrite> awaiting_;         // follower: forwarded writes the leader accepted
   std::map<uint64_t, Forwarded> forwarded_;     // follower: forwarded, not yet accepted
   std::map<uint64_t, RemoteBarrier> barriers_;  // follower: Syncs sent to the leader
+  std::deque<LeaderBarrier> leader_barriers_;   // leader: Syncs waiting for confirmation
   uint64_t next_seq_ = 0;
   std::optional<Zxid> awaiting_snapshot_;
   std::vector<std::thread> fetch_threads_;  // joined by the destructor

@@ -60,7 +60,8 @@ bool IsLeaderMessage(PeerMessage::BodyCase body) {
 
 bool Ready::Empty() const {
   return !accepted_epoch && !current_epoch && !truncate_after && !install_snapshot &&
-         append.empty() && messages.empty() && send_snapshot.empty() && !commit_through && !role;
+         append.empty() && messages.empty() && send_snapshot.empty() && !commit_through &&
+         !leadership_confirmed && !role;
 }
 
 Member::Member(Config config, PersistentState persisted, const LogView* log)
@@ -173,14 +174,33 @@ void Member::Tick() {
       }
       if (leader_phase_ != LeaderPhase::kDiscovery &&
           now_ticks_ - ping_sent_tick_ >= config_.heartbeat_ticks) {
-        ping_sent_tick_ = now_ticks_;
         RetransmitLostProposals();
-        for (const auto& [id, learner] : learners_) {
-          Send(id, accepted_epoch_).mutable_ping()->set_committed_zxid(committed_.ToInt());
-        }
+        SendPings();
       }
       return;
     }
+  }
+}
+
+absl::StatusOr<uint64_t> Member::ConfirmLeadership() {
+  if (role_ != Role::kLeading || !serving_) {
+    return absl::FailedPreconditionError("not the serving leader");
+  }
+  ++leadership_round_;
+  SendPings();
+  if (Quorum() == 1) {  // an ensemble of one confirms itself
+    leadership_confirmed_ = leadership_round_;
+    ready_.leadership_confirmed = leadership_confirmed_;
+  }
+  return leadership_round_;
+}
+
+void Member::SendPings() {
+  ping_sent_tick_ = now_ticks_;
+  for (const auto& [id, learner] : learners_) {
+    internal::Ping* ping = Send(id, accepted_epoch_).mutable_ping();
+    ping->set_committed_zxid(committed_.ToInt());
+    ping->set_round(leadership_round_);
   }
 }
 
@@ -370,9 +390,13 @@ void Member::StepFollowing(const PeerMessage& message) {
       return;
     case PeerMessage::kPing:
       if (!OnLeaderCommitted(Zxid::FromInt(message.ping().committed_zxid()), "PING")) return;
-      // Only what was acknowledged counts as durable to the leader (ACK semantics).
-      Send(leader_, accepted_epoch_).mutable_pong()->set_durable_zxid(acked_zxid_.ToInt());
-      return;
+      {
+        // Only what was acknowledged counts as durable to the leader (ACK semantics).
+        internal::Pong* pong = Send(leader_, accepted_epoch_).mutable_pong();
+        pong->set_durable_zxid(acked_zxid_.ToInt());
+        pong->set_round(message.ping().round());
+        return;
+      }
     default:
       return;
   }
@@ -403,6 +427,7 @@ void Member::StepLeading(const PeerMessage& message) {
       OnLearnerDurable(from, Zxid::FromInt(message.ack().zxid()));
       return;
     case PeerMessage::kPong:
+      OnLearnerConfirmed(from, message.pong().round());
       OnLearnerDurable(from, Zxid::FromInt(message.pong().durable_zxid()));
       return;
     default:
@@ -832,6 +857,27 @@ void Member::OnLearnerDurable(MemberId from, Zxid durable) {
   if (learner.phase < Learner::Phase::kSynchronizing) return;
   learner.durable = std::max(learner.durable, durable);
   MaybeCommit();
+}
+
+void Member::OnLearnerConfirmed(MemberId from, uint64_t round) {
+  Learner& learner = learners_.at(from);
+  if (learner.phase != Learner::Phase::kUpToDate || round <= learner.confirmed_round) return;
+  learner.confirmed_round = round;
+  // The highest round answered by a quorum: this member (which asked every round) and the
+  // quorum-1 best-answering followers.
+  std::vector<uint64_t> rounds;
+  for (const auto& [id, other] : learners_) {
+    if (other.phase == Learner::Phase::kUpToDate) rounds.push_back(other.confirmed_round);
+  }
+  const size_t needed = static_cast<size_t>(Quorum()) - 1;
+  if (rounds.size() < needed || needed == 0) return;
+  std::nth_element(rounds.begin(), rounds.begin() + static_cast<ptrdiff_t>(needed - 1),
+                   rounds.end(), std::greater<>());
+  const uint64_t confirmed = rounds[needed - 1];
+  if (confirmed > leadership_confirmed_) {
+    leadership_confirmed_ = confirmed;
+    ready_.leadership_confirmed = confirmed;
+  }
 }
 
 void Member::MaybeEstablish() {

@@ -97,6 +97,10 @@ struct Ready {
   std::vector<internal::PeerMessage> messages;
   std::vector<std::pair<MemberId, Zxid>> send_snapshot;
   std::optional<Zxid> commit_through;
+  // Leader: the highest ConfirmLeadership round a quorum (this member included) has answered in
+  // this term. Reads waiting for it may go ahead once the state reaches the commit zxid taken
+  // when the round was asked for.
+  std::optional<uint64_t> leadership_confirmed;
   struct RoleChange {
     Role role;
     MemberId leader;
@@ -121,6 +125,13 @@ class Member {
   // naming the known leader (or none); RESOURCE_EXHAUSTED once proposal_entries_max entries wait
   // for GetReady (the batch bound).
   absl::StatusOr<Zxid> Propose(std::string payload);
+  // Leader, serving: asks every follower to confirm that this member still leads (a PING of a
+  // new round, answered by a PONG of that round from each follower that still follows it) and
+  // returns the round; Ready::leadership_confirmed says when a quorum has. A read that waits for
+  // it, and for the commit zxid of the moment it asked, is linearizable even if this member was
+  // deposed without noticing yet (etcd's ReadIndex; ZooKeeper's sync lacks the confirmation).
+  // FAILED_PRECONDITION otherwise.
+  absl::StatusOr<uint64_t> ConfirmLeadership();
   // The caller's disk has made every appended entry up to `zxid` durable.
   void LogDurable(Zxid zxid);
   // The snapshot asked for by Ready::install_snapshot is installed; the log now continues it.
@@ -168,6 +179,7 @@ class Member {
     Zxid new_leader_zxid;      // what its NEWLEADER said the history ends at
     Zxid durable;              // the largest zxid it acknowledged as durable in this epoch
     int64_t heard_tick = 0;
+    uint64_t confirmed_round = 0;  // the highest leadership round it answered in this term
   };
 
   // Role changes: each appends one trace line and sets Ready::role.
@@ -214,6 +226,8 @@ class Member {
   void OnAckEpoch(MemberId from, const internal::AckEpoch& ack);
   void OnAckNewLeader(MemberId from, const internal::AckNewLeader& ack);
   void OnLearnerDurable(MemberId from, Zxid durable);
+  void OnLearnerConfirmed(MemberId from, uint64_t round);
+  void SendPings();
   void MaybeProposeEpoch();
   void MaybeSynchronize();
   void SynchronizeLearner(MemberId id, Learner& learner);
@@ -274,7 +288,9 @@ class Member {
   Zxid new_leader_zxid_;  // the history the quorum synchronizes to (NEWLEADER's last_zxid)
   Zxid batch_prev_zxid_;  // the log's last zxid before ready_.append (the pending proposals)
   int64_t ping_sent_tick_ = 0;
-  Zxid heartbeat_log_end_;  // where the log ended at the last heartbeat
+  uint64_t leadership_round_ = 0;      // the last round asked for (never reset: rounds only grow)
+  uint64_t leadership_confirmed_ = 0;  // the last round a quorum answered in this term
+  Zxid heartbeat_log_end_;             // where the log ended at the last heartbeat
 };
 
 }  // namespace confab::zab

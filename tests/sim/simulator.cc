@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -80,15 +81,19 @@ struct SimMember {
   std::vector<std::function<void()>> held;   // what reached it while paused, in order
   std::map<int64_t, size_t> pending_writes;  // as leader: zxid -> client op
   std::vector<size_t> waiting_reads;         // synced reads waiting for their zxid
+  std::vector<size_t> confirming_reads;      // as leader: synced reads waiting for their round
+  uint64_t leadership_confirmed = 0;         // the last Ready::leadership_confirmed
   int applied_since_snapshot = 0;
 };
 
 struct ClientOp {
   Operation op;
   enum class State { kPending, kDone, kAbandoned } state = State::kPending;
-  Zxid zxid;       // writes: as assigned by the leader
-  Zxid sync_zxid;  // synced reads: the leader's commit when issued
-  int member = 0;  // where it was issued (writes: the leader)
+  Zxid zxid;           // writes: as assigned by the leader
+  Zxid sync_zxid;      // synced reads: the leader's commit when issued
+  uint64_t round = 0;  // synced reads: the leadership round that must be confirmed first
+  int leader = 0;      // synced reads: the leader asked
+  int member = 0;      // where it was issued (writes: the leader)
 };
 
 struct SimClient {
@@ -395,6 +400,9 @@ class Simulation {
     m.pending_writes.clear();
     for (size_t op : m.waiting_reads) Abandon(op);
     m.waiting_reads.clear();
+    for (size_t op : m.confirming_reads) Abandon(op);
+    m.confirming_reads.clear();
+    m.leadership_confirmed = 0;  // rounds start again with the next incarnation's core
     m.core.reset();
     m.tree.reset();
     m.up = false;
@@ -494,6 +502,7 @@ class Simulation {
       Send(std::move(message), std::move(snapshot));
     }
     if (ready.commit_through) Apply(m, *ready.commit_through);
+    if (ready.leadership_confirmed) ReleaseConfirmedReads(m, *ready.leadership_confirmed);
     if (ready.role) OnRoleChange(m, *ready.role);
     MaybeStartSync(m);
   }
@@ -945,47 +954,73 @@ class Simulation {
     ScheduleClient(op.op.client);
   }
 
-  // The commit of the leader of the newest established epoch, while it still serves: what Sync
-  // makes a member wait for. Not whatever leader the member follows: a leader cut off (or paused)
-  // serves on until it notices, and its older commit would make the read stale, as in ZooKeeper.
-  std::optional<Zxid> LeaderCommitted() {
-    if (leaders_.empty()) return std::nullopt;
-    const auto& [epoch, id] = *leaders_.rbegin();
-    const SimMember& leader = member(id);
-    if (!leader.up || leader.core->role() != zab::Role::kLeading || !leader.core->serving() ||
-        leader.core->current_epoch() != epoch) {
-      return std::nullopt;
-    }
-    return leader.core->committed();
-  }
-
+  // A synced read is served as the server serves Sync: the leader the member follows (or the
+  // member itself, leading) takes its commit zxid and asks a quorum to confirm it still leads
+  // (Member::ConfirmLeadership); once one has, the member waits to apply that zxid and reads. A
+  // leader cut off (or paused) serves on until it notices, but can no longer be confirmed: its
+  // older commit never makes a read stale. (The request reaches the leader at once here; any
+  // delivery delay is a schedule the network could also produce.)
   bool IssueSyncedRead(SimClient& client) {
     SimMember& at = member(client.member);
     if (!Available(at) || !at.core->serving()) return false;
-    std::optional<Zxid> committed = LeaderCommitted();
-    if (!committed) return false;
+    const int leader_id = at.core->role() == zab::Role::kLeading
+                              ? at.id
+                              : static_cast<int>(at.core->leader().value());
+    if (leader_id == 0) return false;
+    SimMember& leader = member(leader_id);
+    if (!Available(leader) || leader.core->role() != zab::Role::kLeading ||
+        !leader.core->serving()) {
+      return false;
+    }
+    absl::StatusOr<uint64_t> round = leader.core->ConfirmLeadership();
+    if (!round.ok()) return false;
     const size_t index = ops_.size();
     ClientOp& op = ops_.emplace_back();
     op.op.client = client.id;
     op.op.key = static_cast<int>(Uniform(0, scenario_.keys - 1));
     op.op.kind = OpKind::kRead;
     op.op.invoke = ++clock_;
-    op.sync_zxid = *committed;
+    op.sync_zxid = leader.core->committed();
+    op.round = *round;
+    op.leader = leader_id;
     op.member = at.id;
     if (Tracing()) {
       Trace(absl::StrCat("client ", client.id, " invokes synced read(k", op.op.key, ") on m", at.id,
-                         " after ", committed->ToString()));
+                         ": m", leader_id, " confirms round ", *round, " at ",
+                         op.sync_zxid.ToString()));
     }
-    at.waiting_reads.push_back(index);
+    leader.confirming_reads.push_back(index);
     After(kSyncedReadTimeoutUs, [this, index] {
       if (ops_[index].state == ClientOp::State::kPending) {
-        SimMember& reader = member(ops_[index].member);
-        std::erase(reader.waiting_reads, index);
+        std::erase(member(ops_[index].member).waiting_reads, index);
+        std::erase(member(ops_[index].leader).confirming_reads, index);
         Abandon(index);
       }
     });
-    ServeSyncedReads(at);
+    Process(leader);  // the PINGs of the round
     return true;
+  }
+
+  void ReleaseConfirmedReads(SimMember& leader, uint64_t confirmed) {
+    if (confirmed <= leader.leadership_confirmed) {
+      return Fail(absl::StrCat("m", leader.id, " confirmed round ", confirmed, " after ",
+                               leader.leadership_confirmed));
+    }
+    leader.leadership_confirmed = confirmed;
+    std::vector<size_t> still;
+    std::set<int> readers;
+    for (size_t index : leader.confirming_reads) {
+      ClientOp& op = ops_[index];
+      if (op.state != ClientOp::State::kPending) continue;
+      if (op.round > confirmed) {
+        still.push_back(index);
+        continue;
+      }
+      member(op.member).waiting_reads.push_back(index);
+      readers.insert(op.member);
+    }
+    leader.confirming_reads = std::move(still);
+    for (int reader : readers) ServeSyncedReads(member(reader));
   }
 
   NodeValue ReadKey(const SimMember& m, int key) {

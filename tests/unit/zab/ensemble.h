@@ -137,6 +137,7 @@ struct Node {
   std::vector<LogEntry> applied;  // this incarnation's delivered history (from its snapshot on)
   std::map<int64_t, std::string> proposed;  // by this incarnation as leader: zxid -> payload
   std::vector<PeerMessage> sent;            // every message it sent, when recording
+  uint64_t leadership_confirmed = 0;        // the last Ready::leadership_confirmed
   int incarnation = 0;
 };
 
@@ -395,6 +396,10 @@ class Ensemble {
   void CarryOut(int id, Ready ready) {
     Node& n = node(id);
     Member& m = *n.member;
+    if (ready.leadership_confirmed) {
+      EXPECT_GT(*ready.leadership_confirmed, n.leadership_confirmed) << "rounds only grow";
+      n.leadership_confirmed = *ready.leadership_confirmed;
+    }
     // 1. Persist: epochs, truncate, snapshot, append.
     if (ready.accepted_epoch) {
       EXPECT_GE(*ready.accepted_epoch, n.persisted.accepted_epoch);

@@ -127,6 +127,37 @@ TEST_P(BroadcastTest, EstablishesAndCommitsInOrderOnEveryMember) {
 
 INSTANTIATE_TEST_SUITE_P(Sizes, BroadcastTest, ::testing::Values(1, 3, 5));
 
+TEST(BroadcastTest, LeadershipIsConfirmedByAQuorumAndNeverByAMinority) {
+  Ensemble ensemble(3, /*seed=*/7);
+  ASSERT_TRUE(ensemble.RunUntilStable());
+  const int leader = *ensemble.Leader();
+  auto round = ensemble.member(leader).ConfirmLeadership();
+  ASSERT_TRUE(round.ok()) << round.status();
+  ensemble.Stabilize();
+  EXPECT_EQ(ensemble.node(leader).leadership_confirmed, *round);
+
+  // Cut off from its followers, the leader (which has not noticed yet) gets no confirmation: a
+  // Sync waiting for one is never answered with its possibly stale commit zxid.
+  ensemble.Isolate(leader);
+  auto cut_off = ensemble.member(leader).ConfirmLeadership();
+  ASSERT_TRUE(cut_off.ok());
+  ensemble.Stabilize();
+  EXPECT_LT(ensemble.node(leader).leadership_confirmed, *cut_off);
+
+  // A follower cannot confirm anything.
+  const int follower = leader % 3 + 1;
+  EXPECT_FALSE(ensemble.member(follower).ConfirmLeadership().ok());
+}
+
+TEST(BroadcastTest, AnEnsembleOfOneConfirmsItsLeadershipAtOnce) {
+  Ensemble ensemble(1, /*seed=*/3);
+  ASSERT_TRUE(ensemble.RunUntilStable());
+  auto round = ensemble.member(1).ConfirmLeadership();
+  ASSERT_TRUE(round.ok());
+  ensemble.Process(1);
+  EXPECT_EQ(ensemble.node(1).leadership_confirmed, *round);
+}
+
 TEST(BroadcastTest, ProposeOnAFollowerNamesTheLeader) {
   Ensemble ensemble(3);
   ASSERT_TRUE(ensemble.RunUntilStable());
