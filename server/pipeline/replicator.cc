@@ -21,18 +21,6 @@ internal::TxnResult ErrorResult(const absl::Status& status) {
   return result;
 }
 
-const char* RoleName(zab::Role role) {
-  switch (role) {
-    case zab::Role::kLooking:
-      return "LOOKING";
-    case zab::Role::kFollowing:
-      return "FOLLOWING";
-    case zab::Role::kLeading:
-      return "LEADING";
-  }
-  return "?";
-}
-
 }  // namespace
 
 // ---- The core's view of the log ------------------------------------------------------------
@@ -378,7 +366,7 @@ void Replicator::ProposeLocal(LocalWrite write) {
     std::move(write.done)(ErrorResult(MakeError(
         v1::UNAVAILABLE,
         absl::StrCat(
-            "member ", options_.self.value(), " is not serving (", RoleName(member_->role()),
+            "member ", options_.self.value(), " is not serving (", zab::RoleName(member_->role()),
             member_->role() == zab::Role::kLooking ? ": electing a leader" : ": synchronizing",
             "); the write was not applied, retry"))));
     return;
@@ -439,7 +427,7 @@ void Replicator::BarrierLocal(BarrierDone done) {
   }
   std::move(done)(
       MakeError(v1::UNAVAILABLE, absl::StrCat("member ", options_.self.value(), " is not serving (",
-                                              RoleName(member_->role()), "); retry")));
+                                              zab::RoleName(member_->role()), "); retry")));
 }
 
 void Replicator::AskLeadershipConfirmation() {
@@ -677,7 +665,7 @@ void Replicator::OnRole(const zab::Ready::RoleChange& change) {
   state_machine_->RoleChanged(next);
   if (previous.serving) {
     FailInFlight(absl::StrCat("member ", options_.self.value(), " stopped serving (now ",
-                              RoleName(change.role),
+                              zab::RoleName(change.role),
                               ") before this write was decided; its outcome is unknown (it "
                               "may be applied)"));
   }

@@ -26,18 +26,6 @@ bool FollowsContiguously(Zxid last, Zxid next) {
   return next.epoch() > last.epoch() && next.counter() == 1;
 }
 
-const char* RoleName(Role role) {
-  switch (role) {
-    case Role::kLooking:
-      return "LOOKING";
-    case Role::kFollowing:
-      return "FOLLOWING";
-    case Role::kLeading:
-      return "LEADING";
-  }
-  return "?";
-}
-
 // Messages only a leader sends; a follower takes them only from its own leader's epoch.
 bool IsLeaderMessage(PeerMessage::BodyCase body) {
   switch (body) {
@@ -57,6 +45,18 @@ bool IsLeaderMessage(PeerMessage::BodyCase body) {
 }
 
 }  // namespace
+
+const char* RoleName(Role role) {
+  switch (role) {
+    case Role::kLooking:
+      return "LOOKING";
+    case Role::kFollowing:
+      return "FOLLOWING";
+    case Role::kLeading:
+      return "LEADING";
+  }
+  return "?";
+}
 
 bool Ready::Empty() const {
   return !accepted_epoch && !current_epoch && !truncate_after && !install_snapshot &&

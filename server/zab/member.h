@@ -79,6 +79,8 @@ struct PersistentState {
 };
 
 enum class Role { kLooking, kFollowing, kLeading };
+// "LOOKING", "FOLLOWING", "LEADING" (the names of the ZAB paper and ZooKeeper's logs).
+const char* RoleName(Role role);
 
 // What the caller must do, in this order:
 //   1. persist: the epochs (each a durable write), then `truncate_after`, then

@@ -130,18 +130,6 @@ int64_t DataId(absl::string_view data) {
   return -1;
 }
 
-const char* RoleName(zab::Role role) {
-  switch (role) {
-    case zab::Role::kLooking:
-      return "LOOKING";
-    case zab::Role::kFollowing:
-      return "FOLLOWING";
-    case zab::Role::kLeading:
-      return "LEADING";
-  }
-  return "?";
-}
-
 std::string ZxidString(int64_t zxid) { return Zxid::FromInt(zxid).ToString(); }
 
 std::string EntryRange(const google::protobuf::RepeatedPtrField<LogEntry>& entries) {
@@ -574,7 +562,7 @@ class Simulation {
 
   void OnRoleChange(SimMember& m, const zab::Ready::RoleChange& change) {
     if (Tracing()) {
-      Trace(absl::StrCat("m", m.id, " is ", RoleName(change.role),
+      Trace(absl::StrCat("m", m.id, " is ", zab::RoleName(change.role),
                          change.role == zab::Role::kFollowing
                              ? absl::StrCat(" m", change.leader.value())
                              : std::string(),
@@ -1340,11 +1328,12 @@ class Simulation {
         continue;
       }
       const zab::Member& core = *m.core;
-      absl::StrAppend(&failure_, "m", id, m.paused ? " (paused)" : "", ": ", RoleName(core.role()),
-                      " leader ", core.leader().value(), " epochs ", core.accepted_epoch(), "/",
-                      core.current_epoch(), " last ", core.last_zxid().ToString(), " durable ",
-                      core.durable().ToString(), " committed ", core.committed().ToString(),
-                      " applied ", m.tree->last_applied().ToString(), " snapshot ",
+      absl::StrAppend(&failure_, "m", id, m.paused ? " (paused)" : "", ": ",
+                      zab::RoleName(core.role()), " leader ", core.leader().value(), " epochs ",
+                      core.accepted_epoch(), "/", core.current_epoch(), " last ",
+                      core.last_zxid().ToString(), " durable ", core.durable().ToString(),
+                      " committed ", core.committed().ToString(), " applied ",
+                      m.tree->last_applied().ToString(), " snapshot ",
                       m.disk.SnapshotZxid().ToString(), core.serving() ? " serving" : "", "\n");
       const auto& lines = core.trace();
       const size_t skip =
