@@ -143,6 +143,21 @@ void LogWriter::Run() {
         return !queue_.empty() || !tasks_.empty() || stopping_;
       };
       mu_.Await(absl::Condition(&work_or_stop));
+      if (tasks_.empty() && !stopping_ && last_batch_records_ >= kLoadedBatchRecords) {
+        // Under load (the last batch was not small), wait a moment for more while more keeps
+        // coming: one fdatasync, and one round of wake-ups down the pipeline, for many more
+        // writes. A lone writer (small batches) never waits, and a wait ends as soon as a slice
+        // passes without a new record.
+        auto full = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return queue_.size() >= kBatchTargetRecords || !tasks_.empty() || stopping_;
+        };
+        const absl::Time deadline = absl::Now() + kCommitDelayMax;
+        while (!full() && absl::Now() < deadline) {
+          const size_t before = queue_.size();
+          mu_.AwaitWithTimeout(absl::Condition(&full), kCommitDelaySlice);
+          if (queue_.size() == before) break;
+        }
+      }
       if (!tasks_.empty() && tasks_.front()->after <= durable_) {
         task = tasks_.front();
         tasks_.pop_front();
@@ -207,6 +222,7 @@ void LogWriter::Run() {
     const Zxid last = batch.back().first;
     {
       absl::MutexLock lock(&mu_);
+      last_batch_records_ = batch.size();
       CONFAB_CHECK(last > durable_, "durable zxid ", last.ToString(), " after ",
                    durable_.ToString());
       durable_ = last;
