@@ -24,6 +24,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "server/config/json_config.h"
 #include "server/pipeline/replica.h"
+#include "server/rpc/callback_thread_hold.h"
 #include "server/rpc/coordination_service.h"
 #include "server/rpc/peer_transport.h"
 #include "server/storage/durable_file.h"
@@ -63,6 +64,9 @@ ABSL_FLAG(
     "Ticks a follower waits for its leader, and a leader for a quorum, before electing again");
 ABSL_FLAG(int32_t, init_limit_ticks, 100,
           "Ticks a follower has to synchronize with a new leader (snapshot transfer included)");
+ABSL_FLAG(int32_t, grpc_callback_threads, 1,
+          "gRPC threads left to poll the network and run call reactions (gRPC starts at least "
+          "two; the others are held idle, see server/rpc/callback_thread_hold.h). 0: all of them");
 
 namespace {
 
@@ -87,6 +91,9 @@ absl::Status CheckFlags() {
         ") is below --session-timeout-min-ms (", absl::GetFlag(FLAGS_session_timeout_min_ms), ")"));
   }
   if (absl::GetFlag(FLAGS_tick_ms) <= 0) return bad("--tick-ms must be positive");
+  if (absl::GetFlag(FLAGS_grpc_callback_threads) < 0) {
+    return bad("--grpc-callback-threads must not be negative");
+  }
   if (absl::GetFlag(FLAGS_max_data_bytes) == 0 ||
       absl::GetFlag(FLAGS_max_data_bytes) > (64u << 20)) {
     return bad("--max-data-bytes must be between 1 and 67108864");
@@ -280,6 +287,9 @@ int main(int argc, char** argv) {
     spdlog::info("listening for peers on {}", absl::GetFlag(FLAGS_peers));
   }
 
+  confab::rpc::CallbackThreadHold callback_threads(address,
+                                                   absl::GetFlag(FLAGS_grpc_callback_threads));
+
   int exit_code = 0;
   for (;;) {
     timespec wait{1, 0};
@@ -294,6 +304,7 @@ int main(int argc, char** argv) {
       break;
     }
   }
+  callback_threads.Release();
   // Answer what is in flight, then stop the gRPC server without waiting for idle clients.
   if (!service.Drain(absl::Seconds(10))) {
     spdlog::warn("some requests were still in flight after 10s; cancelling them");
