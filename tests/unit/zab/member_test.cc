@@ -16,6 +16,17 @@ Config ThreeMembers(uint32_t id) {
   return config;
 }
 
+// A LOOKING member's vote for `leader` in round `round`.
+internal::PeerMessage LookingVote(uint32_t from, uint32_t to, uint32_t leader, uint64_t round) {
+  internal::PeerMessage vote;
+  vote.set_from(from);
+  vote.set_to(to);
+  vote.mutable_vote()->set_round(round);
+  vote.mutable_vote()->set_leader(leader);
+  vote.mutable_vote()->set_state(internal::LOOKING);
+  return vote;
+}
+
 TEST(MemberTest, StartsLookingAndVotesForItselfToEveryOtherMember) {
   MemoryLog log;
   log.Append(Entry(Zxid(1, 1), "a"));
@@ -56,13 +67,7 @@ TEST(MemberTest, AdoptsABetterVoteAndAnswersAnOlderRound) {
   MemoryLog log;
   Member member(ThreeMembers(1), PersistentState{}, &log);
   member.GetReady();
-  internal::PeerMessage vote;
-  vote.set_from(3);
-  vote.set_to(1);
-  vote.mutable_vote()->set_round(5);
-  vote.mutable_vote()->set_leader(3);
-  vote.mutable_vote()->set_state(internal::LOOKING);
-  member.Step(vote);
+  member.Step(LookingVote(3, 1, 3, 5));
   // Round 5 and member 3's vote: a quorum (itself and 3) -> follows 3.
   EXPECT_EQ(member.role(), Role::kFollowing);
   EXPECT_EQ(member.leader(), MemberId(3));
@@ -82,13 +87,7 @@ TEST(MemberTest, FollowerWhoseLeaderNeverAnswersLooksAgainAfterSyncLimit) {
   config.init_limit_ticks = 100;
   Member member(config, PersistentState{}, &log);
   member.GetReady();
-  internal::PeerMessage vote;
-  vote.set_from(3);
-  vote.set_to(1);
-  vote.mutable_vote()->set_round(5);
-  vote.mutable_vote()->set_leader(3);
-  vote.mutable_vote()->set_state(internal::LOOKING);
-  member.Step(vote);
+  member.Step(LookingVote(3, 1, 3, 5));
   ASSERT_EQ(member.role(), Role::kFollowing);
   member.GetReady();
   for (int t = 0; t < config.sync_limit_ticks; ++t) member.Tick();
@@ -104,13 +103,7 @@ TEST(MemberTest, LeaderWithoutAQuorumOfFollowersLooksAgainAfterSyncLimit) {
   config.init_limit_ticks = 100;
   Member member(config, PersistentState{}, &log);
   member.GetReady();
-  internal::PeerMessage vote;
-  vote.set_from(1);
-  vote.set_to(3);
-  vote.mutable_vote()->set_round(5);
-  vote.mutable_vote()->set_leader(3);
-  vote.mutable_vote()->set_state(internal::LOOKING);
-  member.Step(vote);
+  member.Step(LookingVote(1, 3, 3, 5));
   ASSERT_EQ(member.role(), Role::kLeading);
   member.GetReady();
   // Member 1 never sends FOLLOWERINFO (it moved on to another leader).
