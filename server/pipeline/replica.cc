@@ -253,13 +253,9 @@ absl::Status Replica::InstallSnapshot(const std::string& path, Zxid zxid) {
     apply_mu_.Await(absl::Condition(&idle));
   }
   auto fresh = std::make_unique<tree::DataTree>();
-  std::vector<std::string> warnings;
-  // The fetched file is the newest in the directory: this member was behind it.
-  auto loaded = storage::LoadLatestSnapshot(data_dir_->snap_dir(), fresh.get(), &warnings);
-  if (!loaded.ok()) return loaded.status();
-  if (!loaded->has_value() || (*loaded)->zxid != zxid) {
-    return absl::DataLossError(absl::StrCat("the snapshot at ", zxid.ToString(), " in ", path,
-                                            " did not load: ", absl::StrJoin(warnings, "; ")));
+  // Exactly the fetched file: the snapshot thread may be writing one of its own meanwhile.
+  if (auto loaded = storage::LoadSnapshotFile(path, zxid, fresh.get()); !loaded.ok()) {
+    return loaded.status();
   }
   {
     absl::MutexLock tree_lock(&tree_mu_);

@@ -288,14 +288,42 @@ std::vector<SnapshotInfo> ListSnapshots(const std::string& dir) {
   return *std::move(snapshots);
 }
 
+namespace {
+
+absl::Status CheckFresh(const std::string& where, const tree::DataTree& tree) {
+  if (!tree.last_applied().IsZero() || tree.node_count() != 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("loading a snapshot from ", where, " needs a fresh tree; this one is at zxid ",
+                     tree.last_applied().ToString(), " with ", tree.node_count(), " nodes"));
+  }
+  return absl::OkStatus();
+}
+
+// Loads `info` into `tree`. DATA_LOSS, with `tree` untouched, when the file does not verify whole;
+// once it has, a failure is not a bad file but a bad image, and the tree holds part of it.
+absl::Status LoadVerified(SnapshotInfo& info, tree::DataTree* tree, bool* bad_file) {
+  *bad_file = false;
+  absl::StatusOr<std::string> bytes = ReadWholeFile(info.path);
+  absl::Status verified = bytes.status();
+  if (verified.ok()) verified = WalkSnapshot(info.path, info.zxid, *bytes, &info, nullptr);
+  if (!verified.ok()) {
+    *bad_file = true;
+    return absl::DataLossError(absl::StrCat("snapshot ", info.path, ": ", verified.message()));
+  }
+  if (absl::Status s = WalkSnapshot(info.path, info.zxid, *bytes, &info, tree); !s.ok()) return s;
+  if (absl::Status s = tree->FinishLoad(info.zxid, info.digest); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("snapshot ", info.path,
+                                               " (checksum valid) does not load: ", s.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::optional<SnapshotInfo>> LoadLatestSnapshot(const std::string& dir,
                                                                tree::DataTree* tree,
                                                                std::vector<std::string>* warnings) {
-  if (!tree->last_applied().IsZero() || tree->node_count() != 1) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("loading a snapshot from ", dir, " needs a fresh tree; this one is at zxid ",
-                     tree->last_applied().ToString(), " with ", tree->node_count(), " nodes"));
-  }
+  if (absl::Status fresh = CheckFresh(dir, *tree); !fresh.ok()) return fresh;
   // Left by a crash while writing: never renamed into place, so never complete.
   if (absl::StatusOr<std::vector<std::pair<Zxid, std::string>>> stale =
           ListZxidFiles(dir, kFilePrefix, kTmpSuffix);
@@ -306,28 +334,29 @@ absl::StatusOr<std::optional<SnapshotInfo>> LoadLatestSnapshot(const std::string
   if (absl::IsNotFound(snapshots.status())) return std::nullopt;
   if (!snapshots.ok()) return snapshots.status();
   for (SnapshotInfo& info : *snapshots) {
-    absl::StatusOr<std::string> bytes = ReadWholeFile(info.path);
-    absl::Status verified = bytes.status();
-    if (verified.ok()) verified = WalkSnapshot(info.path, info.zxid, *bytes, &info, nullptr);
-    if (!verified.ok()) {
+    bool bad_file = false;
+    absl::Status loaded = LoadVerified(info, tree, &bad_file);
+    if (bad_file) {
       if (warnings != nullptr) {
-        warnings->push_back(
-            absl::StrCat("skipping snapshot ", info.path, ": ", verified.message()));
+        warnings->push_back(absl::StrCat("skipping ", loaded.message()));
       }
       continue;
     }
-    // Verified whole: from here on a failure is not a bad file but a bad image, and the tree
-    // holds part of it, so it is an error rather than a reason to try an older snapshot.
-    if (absl::Status s = WalkSnapshot(info.path, info.zxid, *bytes, &info, tree); !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = tree->FinishLoad(info.zxid, info.digest); !s.ok()) {
-      return absl::Status(s.code(), absl::StrCat("snapshot ", info.path,
-                                                 " (checksum valid) does not load: ", s.message()));
-    }
+    if (!loaded.ok()) return loaded;
     return info;
   }
   return std::nullopt;
+}
+
+absl::StatusOr<SnapshotInfo> LoadSnapshotFile(const std::string& path, Zxid zxid,
+                                              tree::DataTree* tree) {
+  if (absl::Status fresh = CheckFresh(path, *tree); !fresh.ok()) return fresh;
+  SnapshotInfo info;
+  info.path = path;
+  info.zxid = zxid;
+  bool bad_file = false;
+  if (absl::Status loaded = LoadVerified(info, tree, &bad_file); !loaded.ok()) return loaded;
+  return info;
 }
 
 absl::Status PurgeSnapshots(const std::string& dir, size_t keep) {

@@ -72,6 +72,13 @@ absl::StatusOr<std::optional<SnapshotInfo>> LoadLatestSnapshot(const std::string
                                                                tree::DataTree* tree,
                                                                std::vector<std::string>* warnings);
 
+// Loads exactly the snapshot file at `path` (the state at `zxid`, e.g. one received from a
+// leader) into the fresh `tree`, verified whole first: DATA_LOSS naming the file when it is not
+// (then `tree` is untouched). Leaves every other file in its directory alone, so it may run while
+// a SnapshotWriter writes there.
+absl::StatusOr<SnapshotInfo> LoadSnapshotFile(const std::string& path, Zxid zxid,
+                                              tree::DataTree* tree);
+
 // Where the snapshot at `zxid` lives in `dir` (a snapshot received from a leader is written there).
 std::string SnapshotFilePath(const std::string& dir, Zxid zxid);
 

@@ -204,6 +204,31 @@ TEST(SnapshotTest, EmptyNewestIsSkipped) {
   ExpectOlderLoadsWithWarning(dir.path(), snapshots, "too short");
 }
 
+TEST(SnapshotTest, LoadSnapshotFileLoadsExactlyThatFileOrNothing) {
+  TempDir dir;
+  TwoSnapshots snapshots;
+  WriteTwoSnapshots(dir.path(), &snapshots);
+  // The older one, though a newer one is there (a snapshot received from a leader is named).
+  DataTree loaded;
+  absl::StatusOr<SnapshotInfo> info =
+      LoadSnapshotFile(snapshots.older.path, snapshots.older.zxid, &loaded);
+  ASSERT_TRUE(info.ok()) << info.status();
+  DataTree expected;
+  snapshots.history.Replay(&expected, Zxid(), snapshots.older.zxid);
+  ExpectSameState(loaded, expected);
+
+  // A damaged file is refused naming it, and the tree is left untouched.
+  FlipByte(snapshots.newer.path, FileSize(snapshots.newer.path) / 2);
+  DataTree untouched;
+  absl::StatusOr<SnapshotInfo> bad =
+      LoadSnapshotFile(snapshots.newer.path, snapshots.newer.zxid, &untouched);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_TRUE(absl::IsDataLoss(bad.status())) << bad.status();
+  EXPECT_THAT(bad.status().message(), HasSubstr(snapshots.newer.path));
+  EXPECT_EQ(untouched.node_count(), 1u);
+  EXPECT_TRUE(untouched.last_applied().IsZero());
+}
+
 TEST(SnapshotTest, NoUsableSnapshotIsNullopt) {
   TempDir dir;
   DataTree tree;
