@@ -165,7 +165,6 @@ class Replica final : private StateMachine {
   bool standalone() const { return options_.members.size() <= 1; }
   // OK while healthy; the log's error once it failed (the process should then exit).
   absl::Status health() const;
-  std::vector<std::string> trace() const { return replicator_->trace(); }
   // The replicator, for the peer transport's incoming batches.
   Replicator* replicator() { return replicator_.get(); }
   // The path of this member's snapshot at `zxid` (for a follower fetching it), or NOT_FOUND.

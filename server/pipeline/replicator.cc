@@ -90,6 +90,7 @@ Replicator::Replicator(ReplicatorOptions options, RecoveredLog recovered,
   config.election_timeout_ticks = options_.election_timeout_ticks;
   config.init_limit_ticks = options_.init_limit_ticks;
   config.sync_limit_ticks = options_.sync_limit_ticks;
+  proposal_entries_max_ = config.proposal_entries_max;
   config.seed =
       (static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())) << 8) ^ options_.self.value();
   member_ = std::make_unique<zab::Member>(std::move(config), recovered.epochs, &index_);
@@ -207,11 +208,6 @@ storage::LogWriterStats Replicator::log_stats() const {
 absl::Status Replicator::health() const {
   absl::MutexLock lock(&mu_);
   return error_;
-}
-
-std::vector<std::string> Replicator::trace() const {
-  absl::MutexLock lock(&mu_);
-  return trace_;
 }
 
 void Replicator::OnDurable(Zxid zxid) {
@@ -357,7 +353,7 @@ void Replicator::OnEnvelope(MemberId from, internal::PeerEnvelope& envelope) {
 
 absl::StatusOr<Zxid> Replicator::ProposeOnCore(std::string payload) {
   // The core holds at most proposal_entries_max proposals between two Readys.
-  if (++proposed_since_ready_ >= zab::Config().proposal_entries_max) CarryOut();
+  if (++proposed_since_ready_ >= proposal_entries_max_) CarryOut();
   return member_->Propose(std::move(payload));
 }
 
@@ -658,7 +654,6 @@ void Replicator::OnRole(const zab::Ready::RoleChange& change) {
     absl::MutexLock lock(&mu_);
     previous = role_;
     role_ = next;
-    trace_.assign(member_->trace().begin(), member_->trace().end());
   }
   // The state machine hears first: its clients' streams end, so they see a lost connection
   // (and retry what is idempotent elsewhere) rather than answers from a member that is leaving.

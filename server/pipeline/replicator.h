@@ -129,8 +129,6 @@ class Replicator {
   storage::LogWriterStats log_stats() const;
   // OK while healthy; the log's error once it failed (the process should then exit).
   absl::Status health() const;
-  // The core's trace (role changes, refused messages), for debugging.
-  std::vector<std::string> trace() const;
 
  private:
   // The core's view of the log: zxids after the newest snapshot in memory, records read from
@@ -252,6 +250,7 @@ class Replicator {
   std::optional<Zxid> awaiting_snapshot_;
   std::vector<std::thread> fetch_threads_;  // joined by the destructor
   size_t proposed_since_ready_ = 0;
+  size_t proposal_entries_max_ = 0;  // the core's bound on proposals between two Readys
   // Envelopes for each peer from one round of events, sent together at the end of the round: a
   // peer's sender wakes once per round (and the batch carries the proposals, accepted
   // forwards and commits of the round in one write) rather than once per message.
@@ -266,7 +265,6 @@ class Replicator {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;  // writes taken and not yet answered
   absl::Status error_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::string> trace_ ABSL_GUARDED_BY(mu_);
 
   std::thread thread_;
   bool stopped_ = false;
