@@ -56,6 +56,34 @@ int AFollower(const LocalEnsemble& ensemble, int leader) {
   return -1;
 }
 
+// The connection states a client reported, in order.
+class StateLog {
+ public:
+  StateListener Listener() {
+    return [this](ConnectionState state) {
+      absl::MutexLock lock(&mu_);
+      states_.push_back(state);
+    };
+  }
+  // Waits (bounded) until the last state reported is `state`.
+  bool WaitForLast(ConnectionState state, absl::Duration timeout) {
+    return WaitFor(
+        [&] {
+          absl::MutexLock lock(&mu_);
+          return !states_.empty() && states_.back() == state;
+        },
+        timeout);
+  }
+  int Count(ConnectionState state) {
+    absl::MutexLock lock(&mu_);
+    return static_cast<int>(std::count(states_.begin(), states_.end(), state));
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<ConnectionState> states_ ABSL_GUARDED_BY(mu_);
+};
+
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
   std::stringstream contents;
@@ -336,16 +364,12 @@ TEST(EnsembleTest, SessionAndItsEphemeralsSurviveTheLeadersDeath) {
   ASSERT_NE(ensemble, nullptr);
   auto leader = ensemble->WaitForLeader();
   ASSERT_TRUE(leader.ok());
-  std::vector<ConnectionState> states;
-  absl::Mutex mu;
+  StateLog states;
   ClientOptions options;
   options.endpoints = ensemble->Endpoint(*leader) + "," + ensemble->ConnectString();
   options.session_timeout = absl::Seconds(10);
   options.connect_timeout = absl::Seconds(20);
-  options.state_listener = [&](ConnectionState state) {
-    absl::MutexLock lock(&mu);
-    states.push_back(state);
-  };
+  options.state_listener = states.Listener();
   auto client = Client::Connect(std::move(options));
   ASSERT_TRUE(client.ok()) << client.status();
   const SessionId session = (*client)->session_id();
@@ -353,22 +377,14 @@ TEST(EnsembleTest, SessionAndItsEphemeralsSurviveTheLeadersDeath) {
 
   ASSERT_TRUE(ensemble->Kill(*leader).ok());
   // The client moves to a member of the new leadership with the same session.
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        absl::MutexLock lock(&mu);
-        return !states.empty() && states.back() == ConnectionState::kReconnected;
-      },
-      absl::Seconds(30)));
+  ASSERT_TRUE(states.WaitForLast(ConnectionState::kReconnected, absl::Seconds(30)));
   EXPECT_EQ((*client)->session_id(), session);
   ASSERT_TRUE((*client)->Sync().ok());
   auto node = (*client)->Get("/member");
   ASSERT_TRUE(node.ok()) << node.status();
   EXPECT_EQ(node->stat.ephemeral_owner, session.value());
   ASSERT_TRUE((*client)->Set("/member", "still me").ok());
-  {
-    absl::MutexLock lock(&mu);
-    EXPECT_EQ(std::count(states.begin(), states.end(), ConnectionState::kLost), 0);
-  }
+  EXPECT_EQ(states.Count(ConnectionState::kLost), 0);
   // Closing the session deletes the ephemeral on every member.
   ASSERT_TRUE((*client)->Close().ok());
   auto other = Connect(ensemble->ConnectString());
@@ -460,15 +476,11 @@ TEST(EnsembleTest, SessionOfAClientCutOffWithItsMemberExpiresAndIsReportedLost) 
   auto leader = ensemble->WaitForLeader();
   ASSERT_TRUE(leader.ok());
   const int follower = AFollower(*ensemble, *leader);
-  absl::Mutex mu;
-  std::vector<ConnectionState> states;
+  StateLog states;
   ClientOptions options;
   options.endpoints = ensemble->Endpoint(follower);  // its only way in
   options.session_timeout = absl::Milliseconds(1500);
-  options.state_listener = [&](ConnectionState state) {
-    absl::MutexLock lock(&mu);
-    states.push_back(state);
-  };
+  options.state_listener = states.Listener();
   auto client = Client::Connect(std::move(options));
   ASSERT_TRUE(client.ok()) << client.status();
   const SessionId session = (*client)->session_id();
@@ -482,12 +494,7 @@ TEST(EnsembleTest, SessionOfAClientCutOffWithItsMemberExpiresAndIsReportedLost) 
                       absl::Seconds(20)));
   ASSERT_TRUE(ensemble->Resume(follower).ok());
   // Back, the member learns the session is closed and the client is told: LOST.
-  EXPECT_TRUE(WaitFor(
-      [&] {
-        absl::MutexLock lock(&mu);
-        return !states.empty() && states.back() == ConnectionState::kLost;
-      },
-      absl::Seconds(30)));
+  EXPECT_TRUE(states.WaitForLast(ConnectionState::kLost, absl::Seconds(30)));
   EXPECT_EQ((*client)->session_id(), session);
 }
 
