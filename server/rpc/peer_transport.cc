@@ -25,6 +25,7 @@ namespace {
 
 constexpr absl::Duration kReconnectBackoff = absl::Milliseconds(100);
 constexpr absl::Duration kReportInterval = absl::Milliseconds(500);
+constexpr absl::Duration kMaintenanceInterval = absl::Milliseconds(50);
 constexpr absl::Duration kSnapshotFetchDeadline = absl::Minutes(10);
 
 // Dead peers are noticed within seconds even on idle streams; reconnects are quick so that a
@@ -46,8 +47,19 @@ grpc::ChannelArguments PeerChannelArguments() {
 
 }  // namespace
 
-// One outgoing stream to one peer, with its queue and sender thread; also what was last heard
-// from that peer (received on the Service side).
+// One outgoing stream to one peer, with its queue; also what was last heard from that peer
+// (received on the Service side).
+//
+// Writes go out on gRPC's callback API with no thread of the link's own: the caller that finds the
+// stream idle starts the write itself (in practice the replicator's thread, handing over a round's
+// messages), and each write's completion takes whatever was queued meanwhile as the next batch.
+// Under load the queue fills while a write is in flight, so batches grow and no thread wakes per
+// message. The transport's maintenance thread opens streams and keeps idle links reporting.
+//
+// A stream holds a hold on its reactor from its start until the link lets go of it (a failed
+// write, or Stop), so a write can be started whenever the link says the stream is idle: gRPC
+// cannot finish the stream under it. A broken idle stream is found by the next report written on
+// it (at most kReportInterval later) or by the channel's keepalive failing that write.
 class PeerTransport::Link {
  public:
   Link(MemberId self, PeerEndpoint peer) : self_(self), peer_(std::move(peer)) {}
@@ -55,40 +67,94 @@ class PeerTransport::Link {
 
   const PeerEndpoint& peer() const { return peer_; }
 
-  void Start(ReportSource report) {
-    report_ = std::move(report);
+  void Start() {
     channel_ = grpc::CreateCustomChannel(peer_.address, grpc::InsecureChannelCredentials(),
                                          PeerChannelArguments());
     stub_ = internal::Peer::NewStub(channel_);
-    thread_ = std::thread([this] { Run(); });
   }
 
+  // Ends the stream and waits until gRPC is done with it; cancels snapshot downloads.
   void Stop() {
+    Stream* release = nullptr;
     {
       absl::MutexLock lock(&mu_);
+      if (stopping_ && streams_ == 0) return;
       stopping_ = true;
-      if (context_ != nullptr) context_->TryCancel();
+      queue_.clear();
+      queue_bytes_ = 0;
       for (grpc::ClientContext* fetch : fetches_) fetch->TryCancel();
+      if (stream_ != nullptr) {
+        stream_->context.TryCancel();
+        // A write in flight lets go of the stream when it completes (it sees stopping_).
+        if (!writing_) release = stream_;
+        stream_ = nullptr;
+      }
     }
-    if (thread_.joinable()) thread_.join();
+    if (release != nullptr) release->RemoveHold();
+    absl::MutexLock lock(&mu_);
+    auto gone = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return streams_ == 0; };
+    mu_.Await(absl::Condition(&gone));
   }
 
   void Send(std::vector<internal::PeerEnvelope> envelopes) {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return;
-    for (internal::PeerEnvelope& envelope : envelopes) {
-      const size_t bytes = envelope.ByteSizeLong();
-      if (queue_.size() >= kQueueEnvelopesMax || queue_bytes_ + bytes > kQueueBytesMax) {
-        if (dropped_++ % 10'000 == 0) {
-          spdlog::warn("peer {} ({}) is not taking messages; dropping what is queued for it",
-                       peer_.id.value(), peer_.address);
+    Stream* stream = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      for (internal::PeerEnvelope& envelope : envelopes) {
+        const size_t bytes = envelope.ByteSizeLong();
+        if (queue_.size() >= kQueueEnvelopesMax || queue_bytes_ + bytes > kQueueBytesMax) {
+          if (dropped_++ % 10'000 == 0) {
+            spdlog::warn("peer {} ({}) is not taking messages; dropping what is queued for it",
+                         peer_.id.value(), peer_.address);
+          }
+          queue_.clear();
+          queue_bytes_ = 0;
         }
-        queue_.clear();
-        queue_bytes_ = 0;
+        queue_bytes_ += bytes;
+        queue_.push_back(std::move(envelope));
       }
-      queue_bytes_ += bytes;
-      queue_.push_back(std::move(envelope));
+      stream = TakeIdleStream();
     }
+    if (stream != nullptr) stream->StartWrite(&stream->batch);
+  }
+
+  // From the transport's maintenance thread, every kMaintenanceInterval: this member's current
+  // report, sent on the next batch. Opens a stream when there is none and the peer is reachable
+  // (a stream opened before that would fail its first write and lose it), and writes the report
+  // on a link idle for kReportInterval: every member knows every other's state (followers
+  // exchange nothing else), and a dead peer is noticed.
+  void Maintain(const internal::MemberReport& report, absl::Time now) {
+    Stream* write = nullptr;
+    bool open = false;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) return;
+      report_ = report;
+      report_due_ = true;
+      if (stream_ == nullptr) {
+        open = now >= next_open_;
+      } else if (now - last_write_ >= kReportInterval || !queue_.empty()) {
+        write = TakeIdleStream();
+      }
+    }
+    if (write != nullptr) {
+      write->StartWrite(&write->batch);
+      return;
+    }
+    if (!open || channel_->GetState(/*try_to_connect=*/true) != GRPC_CHANNEL_READY) return;
+
+    auto* stream = new Stream(this);
+    stub_->async()->Send(&stream->context, &stream->end, stream);
+    stream->AddHold();  // let go of by the link (see the class comment)
+    {
+      absl::MutexLock lock(&mu_);
+      ++streams_;
+      stream_ = stream;
+      TakeIdleStream();  // the report, and what is queued
+    }
+    stream->StartWrite(&stream->batch);
+    stream->StartCall();
   }
 
   absl::Status FetchSnapshot(Zxid zxid, const std::string& path) {
@@ -124,10 +190,10 @@ class PeerTransport::Link {
     return storage::WriteFileDurably(path, contents);
   }
 
-  void Heard(const internal::MemberReport& report) {
+  void Heard(const internal::PeerBatch& batch) {
     absl::MutexLock lock(&mu_);
     last_heard_ms_ = absl::ToUnixMillis(absl::Now());
-    report_heard_ = report;
+    if (batch.has_report()) report_heard_ = batch.report();
   }
 
   pipeline::PeerLinkStatus Status() const {
@@ -142,78 +208,98 @@ class PeerTransport::Link {
   }
 
  private:
-  void Run() {
-    pthread_setname_np(pthread_self(), "confab-peer");
-    for (;;) {
-      // A stream opened before the peer is reachable would fail its first write and lose it:
-      // wait for the connection (what is queued meanwhile waits too, within its bounds).
-      while (!channel_->WaitForConnected(absl::ToChronoTime(absl::Now() + kReconnectBackoff))) {
-        absl::MutexLock lock(&mu_);
-        if (stopping_) return;
-      }
-      grpc::ClientContext context;
-      {
-        absl::MutexLock lock(&mu_);
-        if (stopping_) return;
-        context_ = &context;
-      }
-      internal::PeerStreamEnd end;
-      std::unique_ptr<grpc::ClientWriter<internal::PeerBatch>> writer = stub_->Send(&context, &end);
-      for (bool ok = true; ok;) {
-        internal::PeerBatch batch;
-        {
-          absl::MutexLock lock(&mu_);
-          auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-            return stopping_ || !queue_.empty();
-          };
-          // An idle link still carries this member's report now and then: every member knows
-          // every other's state (followers exchange nothing else), and a dead peer is noticed.
-          mu_.AwaitWithTimeout(absl::Condition(&work), kReportInterval);
-          if (stopping_) break;
-          size_t bytes = 0;
-          while (!queue_.empty() && (batch.envelopes_size() == 0 || bytes < kBatchBytesMax)) {
-            const size_t size = queue_.front().ByteSizeLong();
-            bytes += size;
-            queue_bytes_ -= std::min(queue_bytes_, size);
-            *batch.add_envelopes() = std::move(queue_.front());
-            queue_.pop_front();
-          }
-        }
-        batch.set_from(self_.value());
-        *batch.mutable_report() = report_();
-        ok = writer->Write(batch);
-        absl::MutexLock lock(&mu_);
-        if (ok && !connected_) {
+  // One client stream; deleted when gRPC is done with it.
+  class Stream final : public grpc::ClientWriteReactor<internal::PeerBatch> {
+   public:
+    explicit Stream(Link* link) : link_(link) {}
+    void OnWriteDone(bool ok) override { link_->WriteDone(this, ok); }
+    void OnDone(const grpc::Status& /*status*/) override { link_->StreamDone(this); }
+
+    grpc::ClientContext context;
+    internal::PeerStreamEnd end;
+    internal::PeerBatch batch;  // the write in flight
+
+   private:
+    Link* const link_;
+  };
+
+  // When the stream is up and no write is in flight: makes the next batch (the report when due,
+  // then what is queued, within kBatchBytesMax) and returns the stream, whose caller then starts
+  // the write outside the lock (gRPC may run the completion inline). Otherwise null.
+  Stream* TakeIdleStream() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (stream_ == nullptr || writing_ || (queue_.empty() && !report_due_)) return nullptr;
+    internal::PeerBatch& batch = stream_->batch;
+    batch.Clear();
+    batch.set_from(self_.value());
+    if (report_due_) *batch.mutable_report() = report_;
+    report_due_ = false;
+    size_t bytes = 0;
+    while (!queue_.empty() && (batch.envelopes_size() == 0 || bytes < kBatchBytesMax)) {
+      const size_t size = queue_.front().ByteSizeLong();
+      bytes += size;
+      queue_bytes_ -= std::min(queue_bytes_, size);
+      *batch.add_envelopes() = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    writing_ = true;
+    return stream_;
+  }
+
+  void WriteDone(Stream* stream, bool ok) {
+    Stream* next = nullptr;
+    bool release = false;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      last_write_ = absl::Now();
+      if (ok && stream == stream_) {
+        if (!connected_) {
           spdlog::info("connected to peer {} at {}", peer_.id.value(), peer_.address);
         }
-        connected_ = ok;
+        connected_ = true;
+        next = TakeIdleStream();
+      } else {
+        // The batch being written when the stream broke is lost, as on a network; the protocol
+        // recovers. What is queued goes on the next stream.
+        release = true;
+        if (stream == stream_) {
+          stream_ = nullptr;
+          connected_ = false;
+          next_open_ = absl::Now() + kReconnectBackoff;
+        }
       }
-      context.TryCancel();
-      writer->Finish();
-      absl::MutexLock lock(&mu_);
-      context_ = nullptr;
-      connected_ = false;
-      // The batch being written when the stream broke is lost, as on a network; the protocol
-      // recovers. What is queued goes on the next stream.
-      auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
-      if (mu_.AwaitWithTimeout(absl::Condition(&stop), kReconnectBackoff)) return;
     }
+    if (next != nullptr) next->StartWrite(&next->batch);
+    if (release) {
+      stream->context.TryCancel();
+      stream->RemoveHold();
+    }
+  }
+
+  void StreamDone(Stream* stream) {
+    delete stream;
+    absl::MutexLock lock(&mu_);
+    --streams_;
   }
 
   const MemberId self_;
   const PeerEndpoint peer_;
-  ReportSource report_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<internal::Peer::Stub> stub_;
-  std::thread thread_;
 
   mutable absl::Mutex mu_;
   std::deque<internal::PeerEnvelope> queue_ ABSL_GUARDED_BY(mu_);
   size_t queue_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  internal::MemberReport report_ ABSL_GUARDED_BY(mu_);
+  bool report_due_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  Stream* stream_ ABSL_GUARDED_BY(mu_) = nullptr;  // the open stream, if any
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;      // a write is in flight on stream_
+  int streams_ ABSL_GUARDED_BY(mu_) = 0;           // not yet done with by gRPC
+  absl::Time last_write_ ABSL_GUARDED_BY(mu_);
+  absl::Time next_open_ ABSL_GUARDED_BY(mu_);
   bool connected_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
   absl::flat_hash_set<grpc::ClientContext*> fetches_ ABSL_GUARDED_BY(mu_);
   int64_t last_heard_ms_ ABSL_GUARDED_BY(mu_) = 0;
   internal::MemberReport report_heard_ ABSL_GUARDED_BY(mu_);
@@ -245,7 +331,7 @@ class PeerTransport::Service final : public internal::Peer::CallbackService {
         return;
       }
       if (Link* link = service_->transport_->LinkTo(MemberId(batch_.from())); link != nullptr) {
-        link->Heard(batch_.report());
+        link->Heard(batch_);
         service_->on_batch_(std::move(batch_));
       }
       batch_ = internal::PeerBatch();
@@ -334,13 +420,31 @@ absl::Status PeerTransport::Start(BatchHandler on_batch, SnapshotLocator locate_
     return absl::UnavailableError(absl::StrCat("cannot listen for peers on ", listen_address_,
                                                " (address in use or not valid?)"));
   }
-  for (auto& link : links_) link->Start(report);
+  report_ = std::move(report);
+  for (auto& link : links_) link->Start();
+  maintenance_ = std::thread([this] { Maintain(); });
   return absl::OkStatus();
+}
+
+void PeerTransport::Maintain() {
+  pthread_setname_np(pthread_self(), "confab-peers");
+  absl::MutexLock lock(&mu_);
+  auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
+  while (!mu_.AwaitWithTimeout(absl::Condition(&stopping), kMaintenanceInterval)) {
+    const internal::MemberReport report = report_();
+    const absl::Time now = absl::Now();
+    for (auto& link : links_) link->Maintain(report, now);
+  }
 }
 
 void PeerTransport::Stop() {
   if (stopped_) return;
   stopped_ = true;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (maintenance_.joinable()) maintenance_.join();
   for (auto& link : links_) link->Stop();
   if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
 }

@@ -2,15 +2,17 @@
 // snapshot files for SNAP synchronization.
 //
 // Each member runs the Peer service on its peer address and opens one client stream to every other
-// member: a sender thread per peer takes everything queued for that peer and writes it as one
-// PeerBatch (batching at the transport layer, under the core's own batching of proposals). A
-// stream opens once its peer is reachable and reconnects with a short backoff; the batch being
-// written when a stream breaks is lost as on a network, and what is queued waits for the next
-// stream within the queue's bounds. ZAB's checks (prev_zxid on every append, epochs, ticks)
-// recover from loss and ignore what is stale.
+// member, written with gRPC's callback API: Send starts a write at once when the stream is idle,
+// and each write's completion takes everything queued meanwhile as one PeerBatch (batching at the
+// transport layer, under the core's own batching of proposals), so no thread wakes per message.
+// One maintenance thread opens streams once their peers are reachable, reconnects with a short
+// backoff, and keeps idle links carrying this member's report. The batch being written when a
+// stream breaks is lost as on a network, and what is queued waits for the next stream within the
+// queue's bounds. ZAB's checks (prev_zxid on every append, epochs, ticks) recover from loss and
+// ignore what is stale.
 //
-// It owns no protocol state and never blocks its callers: Send only queues (bounded), and
-// received batches go to the handler on gRPC threads, which must only queue them.
+// It owns no protocol state and never blocks its callers: Send queues (bounded) and at most starts
+// a write, and received batches go to the handler on gRPC threads, which must only queue them.
 #ifndef CONFAB_SERVER_RPC_PEER_TRANSPORT_H_
 #define CONFAB_SERVER_RPC_PEER_TRANSPORT_H_
 
@@ -19,10 +21,12 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "confab/internal/peer_service.pb.h"
 #include "server/common/types.h"
 #include "server/pipeline/peer_network.h"
@@ -51,15 +55,16 @@ class PeerTransport final : public pipeline::PeerNetwork {
   using BatchHandler = std::function<void(internal::PeerBatch batch)>;
   // The path of this member's snapshot file at `zxid`, or NOT_FOUND.
   using SnapshotLocator = std::function<absl::StatusOr<std::string>(Zxid zxid)>;
-  // This member's report, attached to every batch it sends.
+  // This member's report, asked every 50 ms and sent on the next batch to each peer (an idle link
+  // writes it at least twice a second).
   using ReportSource = std::function<internal::MemberReport()>;
 
   // `members` lists every member, this one included (its address is where it listens).
   PeerTransport(MemberId self, std::vector<PeerEndpoint> members);
   ~PeerTransport() override;  // Stop()s
 
-  // Starts the Peer service on this member's address and the sender threads. The handlers are
-  // set before any batch can arrive.
+  // Starts the Peer service on this member's address and the maintenance thread. The handlers
+  // are set before any batch can arrive; `report` is asked on the maintenance thread.
   absl::Status Start(BatchHandler on_batch, SnapshotLocator locate_snapshot, ReportSource report);
   // Ends the streams and threads. Idempotent.
   void Stop();
@@ -74,12 +79,17 @@ class PeerTransport final : public pipeline::PeerNetwork {
   class Service;
 
   Link* LinkTo(MemberId id) const;
+  void Maintain();  // the maintenance thread
 
   const MemberId self_;
   std::string listen_address_;
   std::vector<std::unique_ptr<Link>> links_;
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;
+  ReportSource report_;
+  std::thread maintenance_;
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ = false;
 };
 
