@@ -1,6 +1,7 @@
 #include "server/storage/txn_log.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -244,6 +245,9 @@ absl::Status TxnLog::Recover(LogRecoveryReport* report) {
             r.length, " bytes, above record_bytes_max ", options_.record_bytes_max,
             "; raise record_bytes_max to at least that to read this log"));
       }
+      // Space reserved for appends (or never written): nothing of the log is in it. Were records
+      // lost there, the next segment's first record would not follow this one's last (a gap).
+      if (AllZero(rest)) break;
       const std::string damage = DescribeDamage(r, rest, options_.record_bytes_max);
       const std::string where =
           absl::StrCat("log ", path, ": ", damage, " in record at offset ", at, " (zxid field ",
@@ -299,6 +303,9 @@ absl::Status TxnLog::Recover(LogRecoveryReport* report) {
     const std::string& path = segments_.back().path;
     fd_ = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd_ < 0) return ErrnoError("open for append", path, errno);
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) return ErrnoError("stat", path, errno);
+    allocated_ = static_cast<uint64_t>(st.st_size);
     report->first_zxid = segments_.front().first_zxid;
   }
   last_zxid_ = last;
@@ -333,6 +340,7 @@ absl::Status TxnLog::Sync() {
     if (absl::Status s = OpenNewSegment(buffer_first_zxid_); !s.ok()) return Fail(s);
   }
   Segment& segment = segments_.back();
+  Reserve(segment.bytes + buffer_.size());
   if (absl::Status s = WriteAt(fd_, buffer_, segment.bytes, segment.path); !s.ok()) {
     return Fail(s);
   }
@@ -344,7 +352,30 @@ absl::Status TxnLog::Sync() {
   return absl::OkStatus();
 }
 
+void TxnLog::Reserve(uint64_t end) {
+  if (options_.preallocate_bytes == 0 || end <= allocated_) return;
+  const uint64_t target = end + options_.preallocate_bytes;
+  // Best effort: where space cannot be reserved (no support, a full disk), the write that follows
+  // extends the file, or reports the error itself.
+  if (::fallocate(fd_, 0, static_cast<off_t>(allocated_),
+                  static_cast<off_t>(target - allocated_)) == 0) {
+    allocated_ = target;
+  } else if (errno == EOPNOTSUPP || errno == ENOSYS) {
+    options_.preallocate_bytes = 0;
+  }
+}
+
 absl::Status TxnLog::OpenNewSegment(Zxid first) {
+  if (fd_ >= 0 && allocated_ > segments_.back().bytes) {
+    // The segment being left is cut to its records: reserved space is kept only where appends
+    // go next.
+    const Segment& full = segments_.back();
+    if (::ftruncate(fd_, static_cast<off_t>(full.bytes)) != 0) {
+      return ErrnoError(absl::StrCat("cut to ", full.bytes, " bytes"), full.path, errno);
+    }
+    if (::fdatasync(fd_) != 0) return ErrnoError("fdatasync", full.path, errno);
+    allocated_ = full.bytes;
+  }
   const std::string path = absl::StrCat(dir_, "/", ZxidFileName(kSegmentPrefix, first));
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("create log segment", path, errno);
@@ -357,6 +388,7 @@ absl::Status TxnLog::OpenNewSegment(Zxid first) {
   }
   if (fd_ >= 0) ::close(fd_);
   fd_ = fd;
+  allocated_ = kSegmentHeaderBytes;
   segments_.push_back(Segment{path, first, Zxid(), kSegmentHeaderBytes});
   return absl::OkStatus();
 }
@@ -488,6 +520,7 @@ absl::Status TxnLog::TruncateAfter(Zxid zxid) {
                    segment.path, errno));
   }
   if (::fdatasync(fd_) != 0) return Fail(ErrnoError("fdatasync", segment.path, errno));
+  allocated_ = cut;
   segment.bytes = cut;
   segment.last_zxid = kept;
   last_zxid_ = kept;

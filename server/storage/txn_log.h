@@ -5,14 +5,22 @@
 // counter 1). An append that breaks contiguity is refused loudly (ZOOKEEPER-4925: never accept a
 // gap).
 //
-// Recovery on Open: a torn tail of the last segment (a short record, a record whose checksum fails
-// with nothing valid after it, or zero fill) is truncated to the last valid record and reported;
-// a bad record anywhere else is refused with an error naming the file and the offset, never
-// skipped.
+// Recovery on Open: a torn tail of the last segment (a short record, or a record whose checksum
+// fails with nothing valid after it) is truncated to the last valid record and reported; zeros
+// after a segment's last record are unused space (see preallocation below); a bad record anywhere
+// else is refused with an error naming the file and the offset, never skipped.
 //
-// Not thread-safe: one owner (the LogWriter thread in the server, the simulator's disk model).
+// Not thread-safe: one owner (the LogWriter thread in the server).
 // Durability: Append only buffers; Sync writes and fdatasyncs. A new segment is created with its
 // directory fsynced before any record in it is reported durable.
+//
+// Preallocation (etcd and ZooKeeper do the same): the last segment's file is extended with
+// fallocate ahead of the appends, preallocate_bytes at a time, so that most fdatasyncs flush only
+// the records and not the file's size (measured on ext4: 115-123 us per append + fdatasync on a
+// growing file, 82-87 us within reserved space). The reserved space reads as zeros: recovery
+// takes an all-zero rest of a segment as unused space, not damage (records lost there would show
+// as a gap before the next segment's first), and a segment is cut to its records, durably,
+// before the next one is created.
 #ifndef CONFAB_SERVER_STORAGE_TXN_LOG_H_
 #define CONFAB_SERVER_STORAGE_TXN_LOG_H_
 
@@ -34,6 +42,8 @@ namespace confab::storage {
 struct LogOptions {
   uint64_t segment_bytes_max = 64 << 20;  // roll to a new segment past this size
   uint32_t record_bytes_max = 16 << 20;   // a longer length field is corruption, not a record
+  uint64_t preallocate_bytes = 4 << 20;   // reserved ahead of the appends; 0: the file grows as
+                                          // written (where fallocate is not supported, too)
 };
 
 struct LogRecoveryReport {
@@ -91,6 +101,8 @@ class TxnLog {
   TxnLog(std::string dir, LogOptions options) : dir_(std::move(dir)), options_(options) {}
   absl::Status Recover(LogRecoveryReport* report);
   absl::Status OpenNewSegment(Zxid first);
+  // Extends the last segment's file so that `end` bytes fit, with room to spare.
+  void Reserve(uint64_t end);
   absl::Status ReadSegment(const Segment& segment, const SegmentVisitor& visit) const;
   absl::Status RemoveSegmentFile(const std::string& path);
   // Records the first failure to change the files: after it their state is unknown (a failed
@@ -100,7 +112,8 @@ class TxnLog {
   std::string dir_;
   LogOptions options_;
   std::vector<Segment> segments_;
-  int fd_ = -1;  // the last segment, open for append
+  int fd_ = -1;             // the last segment, open for append
+  uint64_t allocated_ = 0;  // the last segment's file size: its records, then reserved zeros
   std::string buffer_;
   Zxid buffer_first_zxid_;  // of the first record in buffer_
   Zxid last_zxid_;

@@ -57,6 +57,14 @@ inline void AppendToFile(const std::string& path, const std::string& bytes) {
   ASSERT_TRUE(out.good()) << path;
 }
 
+// Overwrites bytes at `offset`, in place.
+inline void WriteInFile(const std::string& path, uint64_t offset, const std::string& bytes) {
+  std::string contents = ReadFile(path);
+  ASSERT_LE(offset + bytes.size(), contents.size()) << path;
+  contents.replace(offset, bytes.size(), bytes);
+  WriteFile(path, contents);
+}
+
 inline void FlipByte(const std::string& path, uint64_t offset) {
   std::string contents = ReadFile(path);
   ASSERT_LT(offset, contents.size()) << path;

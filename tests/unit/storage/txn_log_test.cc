@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/common/errors.h"
+#include "server/storage/durable_file.h"
 #include "tests/unit/storage/test_util.h"
 
 namespace confab::storage {
@@ -25,6 +26,7 @@ using ::testing::HasSubstr;
 using testing::ListDir;
 using testing::TempDir;
 using testing::TruncateFile;
+using testing::WriteInFile;
 
 constexpr size_t kPayloadBytes = 40;
 constexpr uint64_t kHeaderBytes = 16;
@@ -121,6 +123,7 @@ TEST(TxnLogTest, RoundTripAcrossSegmentsAndReopen) {
   EXPECT_GT(segments.size(), 5u);
   EXPECT_EQ(segments.front(), SegmentPath(dir.path(), Zxid(1, 1)));
   for (const std::string& segment : segments) {
+    if (segment == segments.back()) continue;  // ends in space reserved for appends
     // Rolled past the bound only by the batch that crossed it; records are never split.
     EXPECT_LE(FileSize(segment), options.segment_bytes_max + 5 * kRecordBytes) << segment;
     EXPECT_EQ((FileSize(segment) - kHeaderBytes) % kRecordBytes, 0u) << segment;
@@ -206,9 +209,17 @@ TEST(TxnLogTest, AppendRefusesOversizedRecord) {
   EXPECT_TRUE(log->Append(Zxid(1, 1), std::string(100, 'x')).ok());
 }
 
+// Files that end where their records end (no space reserved ahead), for tests that damage the
+// end of a file as a crash of a growing file would.
+LogOptions Unreserved() {
+  LogOptions options;
+  options.preallocate_bytes = 0;
+  return options;
+}
+
 // A log of epoch 1, counters 1..10, in one segment, closed.
 std::string WriteTenRecords(const std::string& dir) {
-  std::unique_ptr<TxnLog> log = OpenLog(dir);
+  std::unique_ptr<TxnLog> log = OpenLog(dir, Unreserved());
   AppendRange(log.get(), 1, 1, 10, 3);
   return SegmentPath(dir, Zxid(1, 1));
 }
@@ -252,11 +263,83 @@ TEST(TxnLogTest, TruncatedRecordHeaderIsCut) {
   ExpectTornTailRecovered(dir.path(), segment, RecordOffset(1, 10), 9);
 }
 
-TEST(TxnLogTest, ZeroFilledTailIsCut) {
+// Zeros after the last record are space nothing was written to (reserved ahead, or extended by a
+// crash before the data reached the disk): kept, not reported as damage, appended over.
+TEST(TxnLogTest, ZeroFilledTailIsUnusedSpace) {
   TempDir dir;
   const std::string segment = WriteTenRecords(dir.path());
   AppendToFile(segment, std::string(4096, '\0'));
-  ExpectTornTailRecovered(dir.path(), segment, RecordOffset(1, 11), 10);
+  LogRecoveryReport report;
+  std::unique_ptr<TxnLog> log = OpenLog(dir.path(), Unreserved(), &report);
+  ASSERT_NE(log, nullptr);
+  EXPECT_FALSE(report.truncated_tail);
+  EXPECT_EQ(report.last_zxid, Zxid(1, 10));
+  ExpectRecords(*log, 1, 1, 10);
+  AppendRange(log.get(), 1, 11, 12, 1);
+  log.reset();
+  log = OpenLog(dir.path(), Unreserved(), &report);
+  EXPECT_FALSE(report.truncated_tail);
+  ExpectRecords(*log, 1, 1, 12);
+  EXPECT_EQ(FileSize(segment), RecordOffset(1, 11) + 4096);  // the records went into the zeros
+}
+
+// Space is reserved ahead of the appends; a reopen finds every record and nothing torn, appends
+// continue into the reserved space, and a roll cuts the segment it leaves to its records.
+TEST(TxnLogTest, ReservedSpaceIsUsedAndCutOnRoll) {
+  TempDir dir;
+  LogOptions options;
+  options.preallocate_bytes = 64 << 10;
+  options.segment_bytes_max = RecordOffset(1, 21);  // 20 records per segment
+  std::unique_ptr<TxnLog> log = OpenLog(dir.path(), options);
+  AppendRange(log.get(), 1, 1, 10, 5);
+  const std::string first = SegmentPath(dir.path(), Zxid(1, 1));
+  EXPECT_GE(FileSize(first), options.preallocate_bytes);
+
+  log.reset();
+  LogRecoveryReport report;
+  log = OpenLog(dir.path(), options, &report);
+  ASSERT_NE(log, nullptr);
+  EXPECT_FALSE(report.truncated_tail);
+  EXPECT_EQ(report.records, 10u);
+  AppendRange(log.get(), 1, 11, 25, 5);
+  EXPECT_EQ(FileSize(first), RecordOffset(1, 21));  // cut to its 20 records when left
+  EXPECT_GE(FileSize(SegmentPath(dir.path(), Zxid(1, 21))), options.preallocate_bytes);
+
+  log.reset();
+  log = OpenLog(dir.path(), options, &report);
+  ASSERT_NE(log, nullptr);
+  EXPECT_FALSE(report.truncated_tail);
+  ExpectRecords(*log, 1, 1, 25);
+}
+
+// A crash during a write into reserved space: the torn record is followed by zeros, not by the
+// end of the file. It is cut like any torn tail.
+TEST(TxnLogTest, TornRecordInReservedSpaceIsCut) {
+  TempDir dir;
+  {
+    std::unique_ptr<TxnLog> log = OpenLog(dir.path());
+    AppendRange(log.get(), 1, 1, 10, 3);
+  }
+  const std::string segment = SegmentPath(dir.path(), Zxid(1, 1));
+  ASSERT_GT(FileSize(segment), RecordOffset(1, 11) + 4096);
+  // Half of an 11th record, as a write interrupted midway would leave it.
+  std::string record;
+  AppendFixed<uint32_t>(&record, static_cast<uint32_t>(kPayloadBytes));
+  AppendFixed<uint32_t>(&record, 0x12345678);
+  AppendFixed<int64_t>(&record, Zxid(1, 11).ToInt());
+  record += Payload(Zxid(1, 11)).substr(0, kPayloadBytes / 2);
+  WriteInFile(segment, RecordOffset(1, 11), record);
+  LogRecoveryReport report;
+  std::unique_ptr<TxnLog> log = OpenLog(dir.path(), {}, &report);
+  ASSERT_NE(log, nullptr);
+  EXPECT_TRUE(report.truncated_tail);
+  EXPECT_EQ(report.truncated_at_offset, RecordOffset(1, 11));
+  ExpectRecords(*log, 1, 1, 10);
+  AppendRange(log.get(), 1, 11, 12, 1);
+  log.reset();
+  log = OpenLog(dir.path(), {}, &report);
+  EXPECT_FALSE(report.truncated_tail);
+  ExpectRecords(*log, 1, 1, 12);
 }
 
 TEST(TxnLogTest, GarbageTailIsCut) {
