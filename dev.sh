@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 
 PACKAGES=(cmake ninja-build g++ ccache pkg-config libgrpc++-dev protobuf-compiler-grpc
   libprotobuf-dev protobuf-compiler libabsl-dev nlohmann-json3-dev libspdlog-dev libxxhash-dev
-  zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev clang-format
+  zlib1g-dev libjemalloc-dev libgtest-dev libgmock-dev libbenchmark-dev clang-format
   python3-grpcio python3-protobuf python3-pytest)
 
 install_missing() {
