@@ -32,10 +32,12 @@
 #include "spdlog/spdlog.h"
 
 #ifdef CONFAB_JEMALLOC
-// Read by jemalloc when it starts: pages freed by a burst go back to the system after about a
-// second of activity instead of ten (a member's resident size tracks what it holds).
+// Read by jemalloc when it starts: freed pages go back to the system at once instead of after
+// ten seconds, so a member's resident size is what it holds. Measured under 8x16 writes: ~470
+// madvise calls a second on a member (~0.01 per write), no difference in CPU per write beyond
+// noise; 77 -> 73 MiB after 100,000 nodes.
 extern "C" {
-const char* malloc_conf = "dirty_decay_ms:1000";
+const char* malloc_conf = "dirty_decay_ms:0,muzzy_decay_ms:0";
 }
 #endif
 
