@@ -238,8 +238,20 @@ void Replica::WhenApplied(Zxid zxid, StatusDone done) {
 // ---- StateMachine: what the replicator hands over ------------------------------------------
 
 void Replica::Commit(std::vector<CommittedEntry> entries) {
-  absl::MutexLock lock(&apply_mu_);
-  for (CommittedEntry& entry : entries) committed_.push_back(std::move(entry));
+  {
+    absl::MutexLock lock(&apply_mu_);
+    // A small commit that finds the apply thread idle is applied right here, on the replicator's
+    // thread: a lone write goes from its commit to its reply without waking another thread (one
+    // hop less on the path of every write at low load). Anything queued or being applied, or a
+    // larger batch, goes to the apply thread, so that order holds and the replicator's thread is
+    // not slowed by applying under load.
+    if (applying_ || !committed_.empty() || stopping_ || entries.size() > kInlineApplyEntriesMax) {
+      for (CommittedEntry& entry : entries) committed_.push_back(std::move(entry));
+      return;
+    }
+    applying_ = true;
+  }
+  ApplyBatch(absl::MakeSpan(entries));
 }
 
 absl::Status Replica::InstallSnapshot(const std::string& path, Zxid zxid) {
@@ -300,41 +312,45 @@ void Replica::RoleChanged(const RoleState& state) {
 void Replica::ApplyLoop() {
   NameThisThread("confab-apply");
   for (;;) {
-    std::deque<CommittedEntry> batch;
+    std::vector<CommittedEntry> batch;
     {
       absl::MutexLock lock(&apply_mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(apply_mu_) {
-        return stopping_ || !committed_.empty();
+        return !applying_ && (stopping_ || !committed_.empty());
       };
       apply_mu_.Await(absl::Condition(&ready));
       if (committed_.empty()) return;  // stopping, and everything committed is applied
       batch.swap(committed_);
       applying_ = true;
     }
-    applying_batch = true;
-    for (CommittedEntry& entry : batch) Apply(entry);
-    std::vector<StatusDone> released;
-    AppliedListener applied_listener;
-    {
-      absl::MutexLock lock(&apply_mu_);
-      applying_ = false;
-      applied_ = batch.back().zxid;
-      while (!applied_waiters_.empty() && applied_waiters_.begin()->first <= applied_) {
-        released.push_back(std::move(applied_waiters_.begin()->second));
-        applied_waiters_.erase(applied_waiters_.begin());
-      }
-      applied_since_snapshot_ += batch.size();
-      if (options_.snapshot_every_txns > 0 &&
-          applied_since_snapshot_ >= options_.snapshot_every_txns && !snapshot_requested_) {
-        snapshot_requested_ = true;
-        applied_since_snapshot_ = 0;
-      }
-      applied_listener = applied_listener_;
-    }
-    for (StatusDone& done : released) std::move(done)(absl::OkStatus());
-    applying_batch = false;
-    if (applied_listener) applied_listener();
+    ApplyBatch(absl::MakeSpan(batch));
   }
+}
+
+void Replica::ApplyBatch(absl::Span<CommittedEntry> batch) {
+  applying_batch = true;
+  for (CommittedEntry& entry : batch) Apply(entry);
+  std::vector<StatusDone> released;
+  AppliedListener applied_listener;
+  {
+    absl::MutexLock lock(&apply_mu_);
+    applying_ = false;
+    applied_ = batch.back().zxid;
+    while (!applied_waiters_.empty() && applied_waiters_.begin()->first <= applied_) {
+      released.push_back(std::move(applied_waiters_.begin()->second));
+      applied_waiters_.erase(applied_waiters_.begin());
+    }
+    applied_since_snapshot_ += batch.size();
+    if (options_.snapshot_every_txns > 0 &&
+        applied_since_snapshot_ >= options_.snapshot_every_txns && !snapshot_requested_) {
+      snapshot_requested_ = true;
+      applied_since_snapshot_ = 0;
+    }
+    applied_listener = applied_listener_;
+  }
+  for (StatusDone& done : released) std::move(done)(absl::OkStatus());
+  applying_batch = false;
+  if (applied_listener) applied_listener();
 }
 
 void Replica::Apply(CommittedEntry& entry) {

@@ -32,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "confab/internal/txn.pb.h"
 #include "confab/v1/coordination.pb.h"
 #include "server/common/types.h"
@@ -100,9 +101,10 @@ class Replica final : private StateMachine {
   using StatusDone = absl::AnyInvocable<void(absl::Status status) &&>;
   // Told when this member starts or stops serving (on the replicator thread; must not block).
   using ServingListener = std::function<void(const RoleState& role)>;
-  // Told on the apply thread once a batch of committed transactions is applied and answered
-  // (must not block): answers and events queued while ApplyingBatch() can leave together, one
-  // stream write per batch rather than one per answer.
+  // Told on the thread that applied a batch of committed transactions (the apply thread, or the
+  // replicator's for a small commit) once it is applied and answered (must not block): answers and
+  // events queued while ApplyingBatch() can leave together, one stream write per batch rather than
+  // one per answer.
   using AppliedListener = std::function<void()>;
 
   static absl::StatusOr<std::unique_ptr<Replica>> Open(const ReplicaOptions& options);
@@ -114,11 +116,11 @@ class Replica final : private StateMachine {
   int64_t NowMs() const;
   void SetServingListener(ServingListener listener);
   void SetAppliedListener(AppliedListener listener);
-  // True on the apply thread while it applies a batch (the applied listener is called after).
+  // True on the thread applying a batch, while it does (the applied listener is called after).
   static bool ApplyingBatch();
 
   // Writes. `done` runs exactly once with no replica lock held: after the transaction is
-  // committed and applied here, with its result (on the apply thread); or with UNAVAILABLE when
+  // committed and applied here, with its result (on the applying thread); or with UNAVAILABLE when
   // this member is not serving, shutting down, its log failed, or the leader went away before
   // deciding it (then the message says the outcome is unknown).
   void Submit(internal::Txn txn, WriteDone done);
@@ -191,7 +193,11 @@ class Replica final : private StateMachine {
   void RoleChanged(const RoleState& state) override;
 
   void ApplyLoop();
+  // Applies a batch in order, then releases what waited for it; the caller set applying_.
+  void ApplyBatch(absl::Span<CommittedEntry> batch);
   void Apply(CommittedEntry& entry);
+  // Commits of at most this many entries may be applied on the replicator's thread.
+  static constexpr size_t kInlineApplyEntriesMax = 4;
   // Runs `done` once the applied zxid reaches `zxid`.
   void WhenApplied(Zxid zxid, StatusDone done);
   absl::StatusOr<v1::SessionOpened> TryResume(SessionId id);
@@ -220,7 +226,7 @@ class Replica final : private StateMachine {
   std::vector<SessionId> touched_ ABSL_GUARDED_BY(tracker_mu_);  // follower: for the leader
 
   mutable absl::Mutex apply_mu_;
-  std::deque<CommittedEntry> committed_ ABSL_GUARDED_BY(apply_mu_);
+  std::vector<CommittedEntry> committed_ ABSL_GUARDED_BY(apply_mu_);
   bool applying_ ABSL_GUARDED_BY(apply_mu_) = false;
   Zxid applied_ ABSL_GUARDED_BY(apply_mu_);
   std::multimap<Zxid, StatusDone> applied_waiters_ ABSL_GUARDED_BY(apply_mu_);

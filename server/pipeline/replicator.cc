@@ -616,8 +616,12 @@ void Replicator::Execute(zab::Ready& ready) {
     *envelope.mutable_zab() = std::move(message);
     Send(to, std::move(envelope));
   }
-  // 3. Apply; Syncs whose leadership round a quorum confirmed may be answered.
-  if (ready.commit_through) CommitThrough(*ready.commit_through);
+  // 3. Apply; Syncs whose leadership round a quorum confirmed may be answered. The messages go
+  // out first: the state machine may apply a small commit on this thread.
+  if (ready.commit_through) {
+    FlushOutbox();
+    CommitThrough(*ready.commit_through);
+  }
   if (ready.leadership_confirmed) ReleaseLeaderBarriers(*ready.leadership_confirmed);
   // 4. Role.
   if (ready.role) OnRole(*ready.role);

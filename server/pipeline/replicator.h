@@ -67,7 +67,8 @@ struct RoleState {
 class StateMachine {
  public:
   virtual ~StateMachine() = default;
-  // Queues committed entries for apply; must not block.
+  // Hands committed entries over for apply, in order. May apply a small batch right away (and
+  // run its completions) when nothing else is being applied; never waits for other work.
   virtual void Commit(std::vector<CommittedEntry> entries) = 0;
   // Replaces the whole state with the snapshot file at `path` (state at `zxid`) once everything
   // committed before is applied. Blocks until done.
