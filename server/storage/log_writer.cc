@@ -46,6 +46,25 @@ void LogWriter::EnqueueLocked(Zxid zxid, std::string payload) {
   enqueued_ = zxid;
 }
 
+bool LogWriter::WriteHereIfIdle(std::vector<std::pair<Zxid, std::string>>& records) {
+  if (records.empty() || records.size() > kWriteHereRecordsMax) return false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (busy_ || failed_ || stopping_ || !queue_.empty() || !tasks_.empty() ||
+        last_batch_records_ >= kLoadedBatchRecords) {
+      return false;
+    }
+    for (const auto& [zxid, payload] : records) {
+      CONFAB_CHECK(zxid > enqueued_, "enqueued zxid ", zxid.ToString(), " after ",
+                   enqueued_.ToString());
+      enqueued_ = zxid;
+    }
+    busy_ = true;
+  }
+  WriteBatch(records);
+  return true;
+}
+
 void LogWriter::Flush() {
   absl::MutexLock lock(&mu_);
   const Zxid target = enqueued_;
@@ -140,7 +159,7 @@ void LogWriter::Run() {
     {
       absl::MutexLock lock(&mu_);
       auto work_or_stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !queue_.empty() || !tasks_.empty() || stopping_;
+        return !busy_ && (!queue_.empty() || !tasks_.empty() || stopping_);
       };
       mu_.Await(absl::Condition(&work_or_stop));
       if (tasks_.empty() && !stopping_ && last_batch_records_ >= kLoadedBatchRecords) {
@@ -163,23 +182,9 @@ void LogWriter::Run() {
         tasks_.pop_front();
       } else if (queue_.empty()) {
         return;  // stopping, and everything enqueued is durable
-      } else if (queue_.size() <= kBatchRecordsMax && queue_bytes_ <= kBatchBytesMax) {
-        batch.swap(queue_);
-        queue_bytes_ = 0;
-      } else {
-        // At least one record, however large; then up to the bounds.
-        size_t count = 0;
-        size_t bytes = 0;
-        while (count < queue_.size() && count < kBatchRecordsMax &&
-               (count == 0 || bytes + queue_[count].second.size() <= kBatchBytesMax)) {
-          bytes += queue_[count].second.size();
-          ++count;
-        }
-        batch.assign(std::make_move_iterator(queue_.begin()),
-                     std::make_move_iterator(queue_.begin() + static_cast<ptrdiff_t>(count)));
-        queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(count));
-        queue_bytes_ -= bytes;
       }
+      busy_ = true;
+      if (task == nullptr) TakeBatchLocked(&batch);
     }
 
     if (task != nullptr) {
@@ -187,6 +192,7 @@ void LogWriter::Run() {
       bool failed;
       {
         absl::MutexLock lock(&mu_);
+        busy_ = false;
         task->result = status;
         task->done = true;  // the requester may return (and the task go) from here on
         failed = failed_;
@@ -202,36 +208,62 @@ void LogWriter::Run() {
       continue;
     }
 
-    absl::Status status;
-    for (const auto& [zxid, payload] : batch) {
-      status = log_->Append(zxid, payload);
-      if (!status.ok()) break;
-    }
-    if (status.ok()) status = log_->Sync();
-    if (!status.ok()) {
-      {
-        absl::MutexLock lock(&mu_);
-        failed_ = true;
-        queue_.clear();
-        queue_bytes_ = 0;
-      }
-      if (on_failure_) on_failure_(status);
-      return;
-    }
+    if (!WriteBatch(batch)) return;
+  }
+}
 
-    const Zxid last = batch.back().first;
+void LogWriter::TakeBatchLocked(std::vector<std::pair<Zxid, std::string>>* batch) {
+  if (queue_.size() <= kBatchRecordsMax && queue_bytes_ <= kBatchBytesMax) {
+    batch->swap(queue_);
+    queue_bytes_ = 0;
+    return;
+  }
+  // At least one record, however large; then up to the bounds.
+  size_t count = 0;
+  size_t bytes = 0;
+  while (count < queue_.size() && count < kBatchRecordsMax &&
+         (count == 0 || bytes + queue_[count].second.size() <= kBatchBytesMax)) {
+    bytes += queue_[count].second.size();
+    ++count;
+  }
+  batch->assign(std::make_move_iterator(queue_.begin()),
+                std::make_move_iterator(queue_.begin() + static_cast<ptrdiff_t>(count)));
+  queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(count));
+  queue_bytes_ -= bytes;
+}
+
+bool LogWriter::WriteBatch(const std::vector<std::pair<Zxid, std::string>>& batch) {
+  absl::Status status;
+  for (const auto& [zxid, payload] : batch) {
+    status = log_->Append(zxid, payload);
+    if (!status.ok()) break;
+  }
+  if (status.ok()) status = log_->Sync();
+  if (!status.ok()) {
     {
       absl::MutexLock lock(&mu_);
-      last_batch_records_ = batch.size();
-      CONFAB_CHECK(last > durable_, "durable zxid ", last.ToString(), " after ",
-                   durable_.ToString());
-      durable_ = last;
-      ++stats_.batches;
-      stats_.records += batch.size();
-      stats_.largest_batch = std::max<uint64_t>(stats_.largest_batch, batch.size());
+      busy_ = false;
+      failed_ = true;
+      queue_.clear();
+      queue_bytes_ = 0;
     }
-    if (on_durable_) on_durable_(last, batch.size());
+    if (on_failure_) on_failure_(status);
+    return false;
   }
+
+  const Zxid last = batch.back().first;
+  {
+    absl::MutexLock lock(&mu_);
+    busy_ = false;
+    last_batch_records_ = batch.size();
+    CONFAB_CHECK(last > durable_, "durable zxid ", last.ToString(), " after ", durable_.ToString());
+    durable_ = last;
+    ++stats_.batches;
+    stats_.records += batch.size();
+    stats_.largest_batch = std::max<uint64_t>(stats_.largest_batch, batch.size());
+  }
+  if (on_durable_) on_durable_(last, batch.size());
+  return true;
 }
 
 }  // namespace confab::storage

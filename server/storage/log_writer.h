@@ -35,9 +35,10 @@ struct LogWriterStats {
 
 class LogWriter {
  public:
-  // Called on the writer thread after each fsync with the highest durable zxid and the batch
-  // size; or with the error that made the log unusable (the writer stops then: a member that
-  // cannot write its log must not acknowledge anything more).
+  // Called on the thread that wrote (the writer's, or a WriteHereIfIdle caller's) after each
+  // fsync with the highest durable zxid and the batch size; or with the error that made the log
+  // unusable (the writer stops then: a member that cannot write its log must not acknowledge
+  // anything more).
   using DurableCallback = std::function<void(Zxid durable, size_t batch_records)>;
   using FailureCallback = std::function<void(const absl::Status& error)>;
 
@@ -62,6 +63,13 @@ class LogWriter {
   // takes them into the same batch (enqueued one by one, the first would wake it and be made
   // durable alone while the others wait for the next fsync).
   void Enqueue(std::vector<std::pair<Zxid, std::string>> records);
+  // Writes `records` and makes them durable on the calling thread, when the writer thread is
+  // idle (nothing queued or being written, no task) and the last batch was small: a lone write
+  // then skips two thread hops (to the writer and back). Reports through the callbacks, on this
+  // thread, before it returns true. Returns false, leaving `records` as they were, when the
+  // caller should Enqueue them instead (busy, under load, too large, stopping or failed).
+  bool WriteHereIfIdle(std::vector<std::pair<Zxid, std::string>>& records);
+  static constexpr size_t kWriteHereRecordsMax = 16;
   // Blocks until everything enqueued so far is durable (or the writer failed).
   void Flush();
   // Flushes, then ends the thread. Idempotent.
@@ -86,6 +94,11 @@ class LogWriter {
  private:
   void Run();
   void EnqueueLocked(Zxid zxid, std::string payload) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Moves the next batch (everything queued, within the bounds) out of the queue.
+  void TakeBatchLocked(std::vector<std::pair<Zxid, std::string>>* batch)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends and syncs a batch taken under busy_, then reports it; false when the log failed.
+  bool WriteBatch(const std::vector<std::pair<Zxid, std::string>>& batch);
 
   std::unique_ptr<TxnLog> log_;
   DurableCallback on_durable_;
@@ -100,6 +113,8 @@ class LogWriter {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   LogWriterStats stats_ ABSL_GUARDED_BY(mu_);
   size_t last_batch_records_ ABSL_GUARDED_BY(mu_) = 0;
+  // A thread (the writer's, or a caller of WriteHereIfIdle) is using log_: one at a time.
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;
   // Work on the log between batches, in request order, each after the records enqueued before
   // it are written (`after`): the requester waits on `done`.
   struct Task {

@@ -135,6 +135,110 @@ TEST(LogWriterTest, FlushReturnsOnceEverythingEnqueuedIsDurable) {
   EXPECT_EQ(reports.durable.back().first, Zxid(1, 100));
 }
 
+// A small batch on an idle writer is written by the caller, reported on the caller's thread
+// before the call returns; mixed with enqueued batches, every record is durable once, in order.
+TEST(LogWriterTest, WriteHereIfIdleWritesOnTheCallersThreadAndKeepsOrder) {
+  TempDir dir;
+  absl::Mutex mu;
+  std::vector<std::pair<Zxid, std::thread::id>> reported;
+  auto writer = std::make_unique<LogWriter>(
+      OpenLog(dir.path()),
+      [&](Zxid durable, size_t) {
+        absl::MutexLock lock(&mu);
+        reported.emplace_back(durable, std::this_thread::get_id());
+      },
+      [](const absl::Status& error) { ADD_FAILURE() << error; });
+  auto records = [](uint32_t from, uint32_t to) {
+    std::vector<std::pair<Zxid, std::string>> batch;
+    for (uint32_t c = from; c <= to; ++c) batch.emplace_back(Zxid(1, c), absl::StrCat("r", c));
+    return batch;
+  };
+
+  std::vector<std::pair<Zxid, std::string>> lone = records(1, 2);
+  ASSERT_TRUE(writer->WriteHereIfIdle(lone));
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_EQ(reported.size(), 1u);
+    EXPECT_EQ(reported[0].first, Zxid(1, 2));
+    EXPECT_EQ(reported[0].second, std::this_thread::get_id());
+  }
+  EXPECT_EQ(writer->stats().records, 2u);
+
+  // Too many records at once: the caller enqueues them instead, untouched.
+  std::vector<std::pair<Zxid, std::string>> many = records(3, 3 + LogWriter::kWriteHereRecordsMax);
+  EXPECT_FALSE(writer->WriteHereIfIdle(many));
+  EXPECT_EQ(many, records(3, 3 + LogWriter::kWriteHereRecordsMax));
+  writer->Enqueue(std::move(many));
+  writer->Flush();
+  // That batch showed load: the next small one goes to the writer thread as well.
+  const uint32_t next = 4 + LogWriter::kWriteHereRecordsMax;
+  std::vector<std::pair<Zxid, std::string>> after_load = records(next, next);
+  EXPECT_FALSE(writer->WriteHereIfIdle(after_load));
+  writer->Enqueue(std::move(after_load));
+  writer->Flush();
+  // Small batches again: back on the caller's thread.
+  std::vector<std::pair<Zxid, std::string>> small = records(next + 1, next + 1);
+  EXPECT_TRUE(writer->WriteHereIfIdle(small));
+  writer->Stop();
+
+  std::unique_ptr<TxnLog> reopened = OpenLog(dir.path());
+  uint32_t counter = 0;
+  absl::Status s = reopened->ReadAfter(Zxid(), [&](Zxid zxid, absl::string_view payload) {
+    ++counter;
+    EXPECT_EQ(zxid, Zxid(1, counter));
+    EXPECT_EQ(payload, absl::StrCat("r", counter));
+    return absl::OkStatus();
+  });
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(counter, next + 1);
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(reported.back().first, Zxid(1, next + 1));
+  EXPECT_EQ(reported.back().second, std::this_thread::get_id());
+  for (size_t i = 1; i < reported.size(); ++i) EXPECT_LT(reported[i - 1].first, reported[i].first);
+}
+
+// One producer alternating between the two ways while the writer thread is still busy with what
+// was enqueued: nothing is written twice, out of order, or lost.
+TEST(LogWriterTest, WriteHereIfIdleAndEnqueueInterleaved) {
+  TempDir dir;
+  Reports reports;
+  std::unique_ptr<LogWriter> writer = MakeWriter(OpenLog(dir.path()), &reports);
+  uint32_t counter = 0;
+  int written_here = 0;
+  for (int round = 0; round < 300; ++round) {
+    std::vector<std::pair<Zxid, std::string>> batch;
+    const int size = round % 3 == 0 ? 1 : round % 3 == 1 ? 3 : 12;
+    for (int i = 0; i < size; ++i) {
+      ++counter;
+      batch.emplace_back(Zxid(1, counter), absl::StrCat("r", counter));
+    }
+    if (writer->WriteHereIfIdle(batch)) {
+      ++written_here;
+    } else {
+      writer->Enqueue(std::move(batch));
+    }
+  }
+  writer->Flush();
+  writer->Stop();
+  EXPECT_GT(written_here, 0);
+  std::unique_ptr<TxnLog> reopened = OpenLog(dir.path());
+  uint32_t read = 0;
+  absl::Status s = reopened->ReadAfter(Zxid(), [&](Zxid zxid, absl::string_view payload) {
+    ++read;
+    EXPECT_EQ(zxid, Zxid(1, read));
+    EXPECT_EQ(payload, absl::StrCat("r", read));
+    return absl::OkStatus();
+  });
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(read, counter);
+  absl::MutexLock lock(&reports.mu);
+  EXPECT_TRUE(reports.failures.empty());
+  for (size_t i = 1; i < reports.durable.size(); ++i) {
+    EXPECT_LT(reports.durable[i - 1].first, reports.durable[i].first);
+  }
+  EXPECT_EQ(reports.durable.back().first, Zxid(1, counter));
+}
+
 TEST(LogWriterTest, ContinuesAnExistingLog) {
   TempDir dir;
   {
