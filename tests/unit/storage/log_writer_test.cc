@@ -135,6 +135,20 @@ TEST(LogWriterTest, FlushReturnsOnceEverythingEnqueuedIsDurable) {
   EXPECT_EQ(reports.durable.back().first, Zxid(1, 100));
 }
 
+// Reads the log in `dir` back from disk: records 1..`count` of epoch 1, each with payload "r<c>".
+void ExpectLogHolds(const std::string& dir, uint32_t count) {
+  std::unique_ptr<TxnLog> reopened = OpenLog(dir);
+  uint32_t read = 0;
+  absl::Status s = reopened->ReadAfter(Zxid(), [&](Zxid zxid, absl::string_view payload) {
+    ++read;
+    EXPECT_EQ(zxid, Zxid(1, read));
+    EXPECT_EQ(payload, absl::StrCat("r", read));
+    return absl::OkStatus();
+  });
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(read, count);
+}
+
 // A small batch on an idle writer is written by the caller, reported on the caller's thread
 // before the call returns; mixed with enqueued batches, every record is durable once, in order.
 TEST(LogWriterTest, WriteHereIfIdleWritesOnTheCallersThreadAndKeepsOrder) {
@@ -180,17 +194,7 @@ TEST(LogWriterTest, WriteHereIfIdleWritesOnTheCallersThreadAndKeepsOrder) {
   std::vector<std::pair<Zxid, std::string>> small = records(next + 1, next + 1);
   EXPECT_TRUE(writer->WriteHereIfIdle(small));
   writer->Stop();
-
-  std::unique_ptr<TxnLog> reopened = OpenLog(dir.path());
-  uint32_t counter = 0;
-  absl::Status s = reopened->ReadAfter(Zxid(), [&](Zxid zxid, absl::string_view payload) {
-    ++counter;
-    EXPECT_EQ(zxid, Zxid(1, counter));
-    EXPECT_EQ(payload, absl::StrCat("r", counter));
-    return absl::OkStatus();
-  });
-  EXPECT_TRUE(s.ok()) << s;
-  EXPECT_EQ(counter, next + 1);
+  ExpectLogHolds(dir.path(), next + 1);
   absl::MutexLock lock(&mu);
   EXPECT_EQ(reported.back().first, Zxid(1, next + 1));
   EXPECT_EQ(reported.back().second, std::this_thread::get_id());
@@ -221,16 +225,7 @@ TEST(LogWriterTest, WriteHereIfIdleAndEnqueueInterleaved) {
   writer->Flush();
   writer->Stop();
   EXPECT_GT(written_here, 0);
-  std::unique_ptr<TxnLog> reopened = OpenLog(dir.path());
-  uint32_t read = 0;
-  absl::Status s = reopened->ReadAfter(Zxid(), [&](Zxid zxid, absl::string_view payload) {
-    ++read;
-    EXPECT_EQ(zxid, Zxid(1, read));
-    EXPECT_EQ(payload, absl::StrCat("r", read));
-    return absl::OkStatus();
-  });
-  EXPECT_TRUE(s.ok()) << s;
-  EXPECT_EQ(read, counter);
+  ExpectLogHolds(dir.path(), counter);
   absl::MutexLock lock(&reports.mu);
   EXPECT_TRUE(reports.failures.empty());
   for (size_t i = 1; i < reports.durable.size(); ++i) {

@@ -224,6 +224,20 @@ std::string WriteTenRecords(const std::string& dir) {
   return SegmentPath(dir, Zxid(1, 1));
 }
 
+// A recovered `log` holding counters 1..`last` takes appends up to 12, and reopens clean with them.
+void ExpectAppendsContinue(const std::string& dir, std::unique_ptr<TxnLog> log, uint32_t last,
+                           const LogOptions& options = {}) {
+  ExpectRecords(*log, 1, 1, last);
+  AppendRange(log.get(), 1, last + 1, 12, 1);
+  log.reset();
+  LogRecoveryReport report;
+  log = OpenLog(dir, options, &report);
+  ASSERT_NE(log, nullptr);
+  EXPECT_FALSE(report.truncated_tail);
+  EXPECT_EQ(report.records, 12u);
+  ExpectRecords(*log, 1, 1, 12);
+}
+
 // Reopens after tail damage: the tail is cut at `expected_offset`, appends continue from
 // `expected_last`, and the next reopen is clean.
 void ExpectTornTailRecovered(const std::string& dir, const std::string& segment,
@@ -239,14 +253,7 @@ void ExpectTornTailRecovered(const std::string& dir, const std::string& segment,
   EXPECT_EQ(report.records, expected_last);
   EXPECT_EQ(report.last_zxid, Zxid(1, expected_last));
   EXPECT_EQ(FileSize(segment), expected_offset);
-  ExpectRecords(*log, 1, 1, expected_last);
-
-  AppendRange(log.get(), 1, expected_last + 1, 12, 1);
-  log.reset();
-  log = OpenLog(dir, {}, &report);
-  EXPECT_FALSE(report.truncated_tail);
-  EXPECT_EQ(report.records, 12u);
-  ExpectRecords(*log, 1, 1, 12);
+  ExpectAppendsContinue(dir, std::move(log), expected_last);
 }
 
 TEST(TxnLogTest, TruncatedLastRecordIsCut) {
@@ -274,12 +281,7 @@ TEST(TxnLogTest, ZeroFilledTailIsUnusedSpace) {
   ASSERT_NE(log, nullptr);
   EXPECT_FALSE(report.truncated_tail);
   EXPECT_EQ(report.last_zxid, Zxid(1, 10));
-  ExpectRecords(*log, 1, 1, 10);
-  AppendRange(log.get(), 1, 11, 12, 1);
-  log.reset();
-  log = OpenLog(dir.path(), Unreserved(), &report);
-  EXPECT_FALSE(report.truncated_tail);
-  ExpectRecords(*log, 1, 1, 12);
+  ExpectAppendsContinue(dir.path(), std::move(log), 10, Unreserved());
   EXPECT_EQ(FileSize(segment), RecordOffset(1, 11) + 4096);  // the records went into the zeros
 }
 
@@ -334,12 +336,7 @@ TEST(TxnLogTest, TornRecordInReservedSpaceIsCut) {
   ASSERT_NE(log, nullptr);
   EXPECT_TRUE(report.truncated_tail);
   EXPECT_EQ(report.truncated_at_offset, RecordOffset(1, 11));
-  ExpectRecords(*log, 1, 1, 10);
-  AppendRange(log.get(), 1, 11, 12, 1);
-  log.reset();
-  log = OpenLog(dir.path(), {}, &report);
-  EXPECT_FALSE(report.truncated_tail);
-  ExpectRecords(*log, 1, 1, 12);
+  ExpectAppendsContinue(dir.path(), std::move(log), 10);
 }
 
 TEST(TxnLogTest, GarbageTailIsCut) {
