@@ -8,6 +8,7 @@ import argparse
 import datetime
 import json
 import os
+import statistics
 
 BEGIN = "<!-- results:begin (written by tests/bench/run_matrix.sh; edit outside the markers) -->"
 END = "<!-- results:end -->"
@@ -26,6 +27,25 @@ CASES = [
 ]
 
 
+def median_row(runs):
+    """One row from several rounds of a case: the median of each figure (the rounds failed or
+    not measured left out), the other fields from the first round."""
+    good = [r for r in runs if ok(r)]
+    if not good:
+        return runs[0]
+    row = dict(good[0])
+    for key, value in good[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "round":
+            values = [r[key] for r in good if isinstance(r.get(key), (int, float))]
+            row[key] = statistics.median(values)
+    row["rounds"] = len(good)
+    return row
+
+
+# Rounds of a case, by (system, case): [row of round 1, row of round 2, ...].
+ROUNDS = {}
+
+
 def load(path):
     rows = {}
     with open(path) as f:
@@ -33,7 +53,13 @@ def load(path):
             line = line.strip()
             if line:
                 row = json.loads(line)
-                rows[(row["system"], row["case"])] = row
+                if "round" in row:
+                    ROUNDS.setdefault((row["system"], row["case"]), []).append(row)
+                else:
+                    rows[(row["system"], row["case"])] = row
+    for key, runs in ROUNDS.items():
+        runs.sort(key=lambda r: r["round"])
+        rows[key] = median_row(runs)
     # etcd's create: the faster of the two (the issue compares against the faster).
     plain, lease = rows.get(("etcd", "create")), rows.get(("etcd", "create-lease"))
     candidates = [r for r in (plain, lease) if r and not r.get("failed")]
@@ -72,6 +98,56 @@ def cell_latency(row):
     if not ok(row):
         return "—"
     return f"{ms(row['p50_us'])} / {ms(row['p99_us'])} / {ms(row['p999_us'])}"
+
+
+def round_ratios(case, key, higher_is_better):
+    """Confab ÷ the best peer on `key`, round by round (each round measured the three systems
+    one after the other, under the same background load); empty without rounds."""
+    ratios = []
+    confab = {r["round"]: r for r in ROUNDS.get(("confab", case), []) if ok(r)}
+    for number, mine in sorted(confab.items()):
+        peers = [r[key] for p in PEERS for r in ROUNDS.get((p, case), [])
+                 if r["round"] == number and ok(r) and r.get(key)]
+        if peers and key in mine:
+            best = max(peers) if higher_is_better else min(peers)
+            ratios.append(mine[key] / best)
+    return ratios
+
+
+def rounds_table():
+    cases = [(case, title) for case, title, _ in CASES
+             if any((system, case) in ROUNDS for system, _ in SYSTEMS)]
+    if not cases:
+        return []
+    count = max(len(runs) for runs in ROUNDS.values())
+    out = ["", "### Rounds", "",
+           f"The headline workloads ran in {count} round{'s' if count > 1 else ''}: each round "
+           "started every system in turn on a fresh ensemble, so that the three met the same "
+           "background load. The tables above show the median of each figure; the targets below "
+           "use the median of Confab's ratio to the best peer of each round. Per round, in order:",
+           "",
+           "| workload | system | ops/s | p50 / p99 ms | server CPU µs/op | writes per fsync |",
+           "|---|---|---|---|---|---|"]
+    for case, title in cases:
+        for system, name in SYSTEMS:
+            runs = ROUNDS.get((system, case), [])
+            if not runs:
+                continue
+
+            def each(fmt):
+                return " · ".join(fmt(r) if ok(r) else "failed" for r in runs)
+            out.append(
+                f"| {title} | {name} | {each(lambda r: num(r['ops_per_s']))} | "
+                f"{each(lambda r: ms(r['p50_us']) + ' / ' + ms(r['p99_us']))} | "
+                f"{each(lambda r: num(r.get('server_cpu_us_per_op', 0), 1))} | "
+                f"{each(lambda r: num(r.get('writes_per_fsync', 0), 1))} |")
+        ops = round_ratios(case, "ops_per_s", True)
+        cpu = round_ratios(case, "server_cpu_us_per_op", False)
+        if ops:
+            out.append(f"| {title} | Confab ÷ best peer | {' · '.join(ratio(r) for r in ops)} | "
+                       f"p99 {' · '.join(ratio(r) for r in round_ratios(case, 'p99_us', False))} "
+                       f"| {' · '.join(ratio(r) for r in cpu)} | |")
+    return out
 
 
 def best_peer(rows, case, key, higher_is_better):
@@ -190,6 +266,9 @@ def targets(rows, quick):
         return row if ok(row) else None
 
     def vs_best(case, key, higher):
+        per_round = round_ratios(case, key, higher)
+        if per_round:
+            return statistics.median(per_round)
         confab = get("confab", case)
         best = best_peer(rows, case, key, higher)
         if confab is None or best is None or best[0] == 0 or key not in confab:
@@ -287,6 +366,7 @@ def main():
     section += closed_loop_tables(rows)
     section += watch_table(rows)
     section += memory_table(rows)
+    section += rounds_table()
     section += targets(rows, quick)
     section += ["", "<details><summary>The confab_bench runs (endpoints and pids elided)</summary>",
                 "", "```"] + commands + ["```", "", "</details>", "",

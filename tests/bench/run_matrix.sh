@@ -2,10 +2,14 @@
 # run_matrix.sh — Confab, ZooKeeper and etcd, each as a 3-member ensemble on 127.0.0.1 with fsync
 # on, through the same workloads of confab_bench; the results go into docs/benchmarks.md.
 #
-#   tests/bench/run_matrix.sh [--quick] [--systems=confab,zookeeper,etcd] [--build-dir=DIR]
-#                             [--work-dir=DIR] [--out=FILE] [--keep] [--no-build]
+#   tests/bench/run_matrix.sh [--quick] [--systems=confab,zookeeper,etcd] [--rounds=N]
+#                             [--build-dir=DIR] [--work-dir=DIR] [--out=FILE] [--keep] [--no-build]
 #
-#   --quick      short runs (1 s warm-up, 3 s measured, 20,000 nodes for memory): a smoke test
+#   --quick      short runs (1 s warm-up, 3 s measured, 20,000 nodes for memory, 1 round): a
+#                smoke test
+#   --rounds     rounds of the headline workloads (write, and a lone writer), default 3: each
+#                round starts every system in turn on a fresh ensemble, so that all three meet the
+#                same background load; the report shows each round and uses the median
 #   --build-dir  where confabd and confab_bench are built (default: build); they are built there
 #   --work-dir   parent of the temporary data directories (default: $TMPDIR or /tmp); put it on
 #                the disk to be measured: every system fsyncs its log there
@@ -29,6 +33,7 @@ WORK_PARENT=${TMPDIR:-/tmp}
 OUT=docs/benchmarks.md
 KEEP=0
 BUILD=1
+ROUNDS=""
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=1 ;;
@@ -38,16 +43,20 @@ for arg in "$@"; do
     --out=*) OUT=${arg#*=} ;;
     --keep) KEEP=1 ;;
     --no-build) BUILD=0 ;;
-    *) echo "usage: $0 [--quick] [--systems=confab,zookeeper,etcd] [--build-dir=DIR]" \
-         "[--work-dir=DIR] [--out=FILE] [--keep] [--no-build]" >&2; exit 2 ;;
+    --rounds=*) ROUNDS=${arg#*=} ;;
+    *) echo "usage: $0 [--quick] [--systems=confab,zookeeper,etcd] [--rounds=N]" \
+         "[--build-dir=DIR] [--work-dir=DIR] [--out=FILE] [--keep] [--no-build]" >&2; exit 2 ;;
   esac
 done
 
 if ((QUICK)); then
   WARMUP_S=1 DURATION_S=3 MEMORY_NODES=20000
+  ROUNDS=${ROUNDS:-1}
 else
   WARMUP_S=2 DURATION_S=10 MEMORY_NODES=100000
+  ROUNDS=${ROUNDS:-3}
 fi
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "--rounds wants a number >= 1" >&2; exit 2; }
 CLIENTS=8 INFLIGHT=16
 
 log() { echo "run_matrix: $*" >&2; }
@@ -209,6 +218,7 @@ label_of() {
   if [ "$1" = confab ]; then echo "$CONFAB_MODE"; else echo 3-member; fi
 }
 
+ROUND=""  # set while the headline rounds run: recorded with each result
 run() {  # run SYSTEM CASE FLAGS...: one confab_bench run; its JSON line (or its failure) recorded
   local system=$1 case=$2; shift 2
   local pids; pids=$(IFS=,; echo "${STARTED[*]}")
@@ -217,11 +227,16 @@ run() {  # run SYSTEM CASE FLAGS...: one confab_bench run; its JSON line (or its
     --clients="$CLIENTS" --inflight="$INFLIGHT" "$@")
   echo "confab_bench ${args[*]}" | sed -E 's/--(endpoints|server_pids)=[^ ]*/--\1=…/g' \
     >>"$COMMANDS"
-  log "$system $case"
+  log "$system $case${ROUND:+ (round $ROUND)}"
   local line
   if line=$(timeout 600 "$BENCH" "${args[@]}" 2>"$WORK/last.err"); then
-    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["case"]=sys.argv[2]; print(json.dumps(d))' \
-      "$line" "$case" >>"$RESULTS"
+    python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+d["case"] = sys.argv[2]
+if sys.argv[3]:
+    d["round"] = int(sys.argv[3])
+print(json.dumps(d))' "$line" "$case" "$ROUND" >>"$RESULTS"
     echo "$line" >&2
   else
     local error; error=$(tail -c 400 "$WORK/last.err")
@@ -232,11 +247,24 @@ run() {  # run SYSTEM CASE FLAGS...: one confab_bench run; its JSON line (or its
   fi
 }
 
+# The headline workloads, in rounds: every system in turn on a fresh ensemble, then again.
+run_rounds() {
+  local round system
+  for ((round = 1; round <= ROUNDS; round++)); do
+    for system in "${systems[@]}"; do
+      start_ensemble "$system" "round$round" || { stop_started; continue; }
+      ROUND=$round
+      run "$system" write --workload=write
+      run "$system" write-1x1 --workload=write --clients=1 --inflight=1
+      ROUND=""
+      stop_started
+    done
+  done
+}
+
 run_system() {
   local system=$1
   start_ensemble "$system" main || { stop_started; return 0; }
-  run "$system" write --workload=write
-  run "$system" write-1x1 --workload=write --clients=1 --inflight=1
   run "$system" read-local --workload=read --read_mode=local
   run "$system" read-linearizable --workload=read --read_mode=linearizable
   if [ "$system" = etcd ]; then
@@ -262,10 +290,12 @@ run_system() {
 IFS=, read -r -a systems <<<"$SYSTEMS"
 for system in "${systems[@]}"; do
   case "$system" in
-    confab|zookeeper|etcd) run_system "$system" ;;
+    confab|zookeeper|etcd) ;;
     *) log "unknown system $system"; exit 2 ;;
   esac
 done
+run_rounds
+for system in "${systems[@]}"; do run_system "$system"; done
 
 # ---- the report --------------------------------------------------------------------------------
 MACHINE="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'),"
