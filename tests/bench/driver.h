@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -61,6 +62,14 @@ struct ServerCounters {
   std::optional<int64_t> writes;  // committed writes (log records, proposals)
   std::optional<int64_t> fsyncs;  // log fsyncs on the leader
 };
+
+// Asks each of `endpoints` for its plain-text status (`request` over TCP, see server_probe.h),
+// takes the first answer that `is_leader` accepts, and reads the two counters from it by name.
+ServerCounters LeaderCountersOverTcp(const std::vector<std::string>& endpoints,
+                                     absl::string_view request,
+                                     absl::FunctionRef<bool(absl::string_view status)> is_leader,
+                                     absl::string_view writes_metric,
+                                     absl::string_view fsyncs_metric);
 
 class ClientSession {
  public:

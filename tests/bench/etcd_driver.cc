@@ -219,20 +219,12 @@ class EtcdDriver : public Driver {
 
   // From the leader's /metrics: entries it committed, and fsyncs of its WAL.
   ServerCounters Counters() override {
-    for (const std::string& endpoint : options_.endpoints) {
-      absl::StatusOr<std::string> metrics =
-          FetchOverTcp(endpoint, "GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n", absl::Seconds(2));
-      if (!metrics.ok() || FindMetric(*metrics, "etcd_server_is_leader") != 1.0) continue;
-      ServerCounters counters;
-      if (auto committed = FindMetric(*metrics, "etcd_server_proposals_committed_total")) {
-        counters.writes = static_cast<int64_t>(*committed);
-      }
-      if (auto fsyncs = FindMetric(*metrics, "etcd_disk_wal_fsync_duration_seconds_count")) {
-        counters.fsyncs = static_cast<int64_t>(*fsyncs);
-      }
-      return counters;
-    }
-    return ServerCounters{};
+    return LeaderCountersOverTcp(
+        options_.endpoints, "GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n",
+        [](absl::string_view metrics) {
+          return FindMetric(metrics, "etcd_server_is_leader") == 1.0;
+        },
+        "etcd_server_proposals_committed_total", "etcd_disk_wal_fsync_duration_seconds_count");
   }
 
  private:

@@ -186,19 +186,12 @@ class ZooKeeperDriver : public Driver {
 
   // From the leader's mntr: proposals it made, and fsyncs of its log (FileTxnLog.commit).
   ServerCounters Counters() override {
-    for (const std::string& endpoint : options_.endpoints) {
-      absl::StatusOr<std::string> mntr = FetchOverTcp(endpoint, "mntr", absl::Seconds(2));
-      if (!mntr.ok() || mntr->find("zk_server_state\tleader") == std::string::npos) continue;
-      ServerCounters counters;
-      if (auto proposals = FindMetric(*mntr, "zk_proposal_count")) {
-        counters.writes = static_cast<int64_t>(*proposals);
-      }
-      if (auto fsyncs = FindMetric(*mntr, "zk_cnt_fsynctime")) {
-        counters.fsyncs = static_cast<int64_t>(*fsyncs);
-      }
-      return counters;
-    }
-    return ServerCounters{};
+    return LeaderCountersOverTcp(
+        options_.endpoints, "mntr",
+        [](absl::string_view mntr) {
+          return mntr.find("zk_server_state\tleader") != absl::string_view::npos;
+        },
+        "zk_proposal_count", "zk_cnt_fsynctime");
   }
 
  private:
