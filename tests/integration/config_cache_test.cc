@@ -27,11 +27,14 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/storage/durable_file.h"
+#include "test_client.h"
 #include "test_server.h"
 
 namespace confab {
 namespace {
 
+using itest::ConnectTo;
+using itest::OptionsFor;
 using itest::WaitFor;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
@@ -61,20 +64,6 @@ class Recorded {
   mutable absl::Mutex mu_;
   std::vector<T> items_ ABSL_GUARDED_BY(mu_);
 };
-
-ClientOptions OptionsFor(const std::string& endpoints) {
-  ClientOptions options;
-  options.endpoints = endpoints;
-  options.request_timeout = absl::Seconds(10);
-  options.reconnect_backoff_max = absl::Milliseconds(200);
-  return options;
-}
-
-std::unique_ptr<Client> ConnectTo(const std::string& endpoints) {
-  auto client = Client::Connect(OptionsFor(endpoints));
-  EXPECT_TRUE(client.ok()) << client.status();
-  return client.ok() ? std::move(*client) : nullptr;
-}
 
 // Two keys, both set by every release of these tests.
 ConfigSchema CounterSchema() {

@@ -18,28 +18,17 @@
 #include "confab/service_registry.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "test_client.h"
 #include "test_server.h"
 
 namespace confab {
 namespace {
 
+using itest::ConnectTo;
+using itest::OptionsFor;
 using itest::WaitFor;
 
 constexpr absl::Duration kWait = absl::Seconds(20);
-
-ClientOptions OptionsFor(const std::string& endpoints) {
-  ClientOptions options;
-  options.endpoints = endpoints;
-  options.request_timeout = absl::Seconds(10);
-  options.reconnect_backoff_max = absl::Milliseconds(200);
-  return options;
-}
-
-std::unique_ptr<Client> ConnectTo(const std::string& endpoints) {
-  auto client = Client::Connect(OptionsFor(endpoints));
-  EXPECT_TRUE(client.ok()) << client.status();
-  return client.ok() ? std::move(*client) : nullptr;
-}
 
 // The paths KeptRegistration reported through on_renewed.
 class Renewals {
