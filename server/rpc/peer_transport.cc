@@ -428,9 +428,13 @@ absl::Status PeerTransport::Start(BatchHandler on_batch, SnapshotLocator locate_
 
 void PeerTransport::Maintain() {
   pthread_setname_np(pthread_self(), "confab-peers");
-  absl::MutexLock lock(&mu_);
   auto stopping = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_; };
-  while (!mu_.AwaitWithTimeout(absl::Condition(&stopping), kMaintenanceInterval)) {
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping), kMaintenanceInterval)) return;
+    }
+    // Outside the lock: the report reads the member's state, and a link may start a write.
     const internal::MemberReport report = report_();
     const absl::Time now = absl::Now();
     for (auto& link : links_) link->Maintain(report, now);
