@@ -7,6 +7,8 @@
 #
 #   --quick      short runs (1 s warm-up, 3 s measured, 20,000 nodes for memory, 1 round): a
 #                smoke test
+#   --smoke      shorter still (0.2 s / 0.5 s, 2,000 nodes, 1 round): for ctest
+#                (tests/bench/matrix_smoke_test.sh), to show every part runs, not to measure
 #   --rounds     rounds of the headline workloads (write, and a lone writer), default 3: each
 #                round starts every system in turn on a fresh ensemble, so that all three meet the
 #                same background load; the report shows each round and uses the median
@@ -27,6 +29,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 
 QUICK=0
+SMOKE=0
 SYSTEMS=confab,zookeeper,etcd
 BUILD_DIR=build
 WORK_PARENT=${TMPDIR:-/tmp}
@@ -37,6 +40,7 @@ ROUNDS=""
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=1 ;;
+    --smoke) QUICK=1 SMOKE=1 ;;
     --systems=*) SYSTEMS=${arg#*=} ;;
     --build-dir=*) BUILD_DIR=${arg#*=} ;;
     --work-dir=*) WORK_PARENT=${arg#*=} ;;
@@ -44,12 +48,15 @@ for arg in "$@"; do
     --keep) KEEP=1 ;;
     --no-build) BUILD=0 ;;
     --rounds=*) ROUNDS=${arg#*=} ;;
-    *) echo "usage: $0 [--quick] [--systems=confab,zookeeper,etcd] [--rounds=N]" \
+    *) echo "usage: $0 [--quick|--smoke] [--systems=confab,zookeeper,etcd] [--rounds=N]" \
          "[--build-dir=DIR] [--work-dir=DIR] [--out=FILE] [--keep] [--no-build]" >&2; exit 2 ;;
   esac
 done
 
-if ((QUICK)); then
+if ((SMOKE)); then
+  WARMUP_S=0.2 DURATION_S=0.5 MEMORY_NODES=2000
+  ROUNDS=${ROUNDS:-1}
+elif ((QUICK)); then
   WARMUP_S=1 DURATION_S=3 MEMORY_NODES=20000
   ROUNDS=${ROUNDS:-1}
 else
